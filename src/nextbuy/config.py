@@ -1,0 +1,142 @@
+"""One typed settings object, read from nextbuy.toml and NEXTBUY_* environment variables.
+
+Precedence: environment (NEXTBUY_SECTION__KEY=...) over nextbuy.toml over defaults. Every
+section forbids unknown keys so that a misspelt option fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from nextbuy.errors import ConfigError
+from nextbuy.schema import DEFAULT_EVENT_WEIGHTS, STANDARD_EVENT_TYPES
+
+CONFIG_FILENAME = "nextbuy.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventsConfig(Section):
+    """Event vocabulary and how strongly each event type counts in training."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="Extra event types this shop sends, with their weight."
+    )
+    # Event types whose quantity may be negative (returns, cancellations, stock corrections).
+    negative_quantity_allowed: list[str] = Field(default_factory=list)
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names_are_new(cls, custom: dict[str, float]) -> dict[str, float]:
+        clash = sorted(set(custom) & set(STANDARD_EVENT_TYPES))
+        if clash:
+            raise ValueError(f"custom event types repeat standard ones: {', '.join(clash)}")
+        return custom
+
+    def all_weights(self) -> dict[str, float]:
+        return {**DEFAULT_EVENT_WEIGHTS, **self.weights, **self.custom}
+
+    def known_types(self) -> set[str]:
+        return set(self.all_weights())
+
+
+class ImportConfig(Section):
+    """Defaults for `nextbuy import`; command-line options override them."""
+
+    # Per kind (interactions, items, users): nextbuy column -> column name in the shop's file.
+    mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
+    time_format: str | None = Field(
+        default=None, description="strptime format; when unset, unix s/ms or ISO 8601 are read."
+    )
+    batch_rows: int = Field(default=200_000, ge=1_000)
+
+
+class TrainingConfig(Section):
+    half_life_days: float | None = Field(
+        default=90.0, gt=0, description="Time decay of event weights; unset means no decay."
+    )
+    model: str = Field(default="ease", description="Model the engine serves by default.")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Hyper-parameters per model name (tuning writes here)."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEXTBUY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("nextbuy-data")
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    # Where the settings were read from; paths inside the file are relative to its folder.
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs, so the environment must rank above them.
+        return (env_settings, init_settings)
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "nextbuy.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self.data_dir / "rejects"
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest nextbuy.toml in this folder or a parent, as git finds its repository."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from `path` (or the nearest nextbuy.toml, or defaults) and the environment."""
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    path = path or find_config()
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path or 'settings'}: {where}: {first['msg']}") from None
+    if path is not None:
+        settings.config_path = path.resolve()
+        if not settings.data_dir.is_absolute():
+            settings.data_dir = path.resolve().parent / settings.data_dir
+    return settings

@@ -1,0 +1,105 @@
+"""The Store interface every backend implements; callers never see SQL or a driver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+import pyarrow as pa
+
+# Arrow schema of the interaction stream that training reads.
+INTERACTION_ARROW_SCHEMA = pa.schema(
+    [
+        ("event_key", pa.int64()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("value", pa.float64()),
+        ("quantity", pa.float64()),
+        ("session_id", pa.string()),
+        ("order_id", pa.string()),
+        ("recommendation_id", pa.string()),
+        ("context", pa.string()),
+        ("event_id", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+
+
+@dataclass
+class ErasureReport:
+    user_id: str
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows_deleted.values())
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Events are appended, items and users upserted, a user can be erased.
+
+    `events` frames carry the interaction columns (timestamp as UTC milliseconds) plus an
+    int64 `event_key`; a key seen before is a re-sent event and is not stored again.
+    """
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """Everything written inside is committed together or not at all."""
+        ...
+
+    def append_events(self, events: pd.DataFrame) -> AppendResult: ...
+
+    def upsert_items(self, items: pd.DataFrame) -> int: ...
+
+    def delete_item(self, item_id: str) -> bool: ...
+
+    def upsert_users(self, users: pd.DataFrame) -> int: ...
+
+    def erase_user(self, user_id: str) -> ErasureReport: ...
+
+    def interactions(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch_rows: int = 100_000,
+    ) -> Iterator[pa.RecordBatch]:
+        """Events in storage order as Arrow batches of INTERACTION_ARROW_SCHEMA."""
+        ...
+
+    def user_events(self, user_id: str, limit: int = 500) -> pd.DataFrame: ...
+
+    def items(self) -> pd.DataFrame: ...
+
+    def users(self) -> pd.DataFrame: ...
+
+    def count_events(self) -> int: ...
+
+    def record_import(self, record: dict[str, object]) -> int: ...
+
+    def imports(self) -> pd.DataFrame: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url_or_path: str | Path) -> Store:
+    """Open a store by URL scheme; a bare path is an SQLite file."""
+    text = str(url_or_path)
+    if text.startswith(("postgres://", "postgresql://")):
+        from nextbuy.errors import ConfigError
+
+        raise ConfigError(f"{text}: the PostgreSQL store is not available in this version")
+    from nextbuy.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(text.removeprefix("sqlite:///")))

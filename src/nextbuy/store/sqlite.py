@@ -1,0 +1,343 @@
+"""The embedded default store: one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from nextbuy.errors import StoreError
+from nextbuy.store.base import INTERACTION_ARROW_SCHEMA, AppendResult, ErasureReport
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_key INTEGER PRIMARY KEY,
+    user_id TEXT,
+    item_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL,
+    quantity REAL,
+    session_id TEXT,
+    order_id TEXT,
+    recommendation_id TEXT,
+    context TEXT,
+    event_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events(user_id);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY,
+    title TEXT, description TEXT, category TEXT, brand TEXT,
+    price REAL, margin REAL, available INTEGER NOT NULL DEFAULT 1, stock REAL,
+    created_at INTEGER, tags TEXT, attributes TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    attributes TEXT, consent INTEGER NOT NULL DEFAULT 1, onboarding TEXT,
+    created_at INTEGER, updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imports (
+    import_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, source TEXT NOT NULL, sha256 TEXT,
+    started_at INTEGER NOT NULL, finished_at INTEGER NOT NULL,
+    rows INTEGER NOT NULL, stored INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+    rejected INTEGER NOT NULL, rejects_path TEXT
+);
+"""
+
+EVENT_COLUMNS = (
+    "event_key",
+    "user_id",
+    "item_id",
+    "event_type",
+    "ts",
+    "value",
+    "quantity",
+    "session_id",
+    "order_id",
+    "recommendation_id",
+    "context",
+    "event_id",
+)
+ITEM_STORE_COLUMNS = (
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "brand",
+    "price",
+    "margin",
+    "available",
+    "stock",
+    "created_at",
+    "tags",
+    "attributes",
+    "updated_at",
+)
+USER_STORE_COLUMNS = (
+    "user_id",
+    "attributes",
+    "consent",
+    "onboarding",
+    "created_at",
+    "updated_at",
+)
+
+# Every table holding rows about a user, with the column naming them: erasure walks this list,
+# so a table added later that keys on users must be added here.
+USER_KEYED_TABLES: dict[str, str] = {"events": "user_id", "users": "user_id"}
+
+
+def _now_ms() -> int:
+    return int(datetime.now().timestamp() * 1000)
+
+
+def _column_values(frame: pd.DataFrame, column: str) -> list[Any]:
+    """A column as Python values with missing ones as None, which sqlite3 stores as NULL."""
+    if column not in frame:
+        return [None] * len(frame)
+    series = frame[column]
+    if series.dtype.kind in "iuf":
+        values = series.to_numpy(dtype=object)
+        mask = series.isna().to_numpy()
+        values[mask] = None
+        return values.tolist()
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return list(zip(*(_column_values(frame, c) for c in columns), strict=True))
+
+
+class SQLiteStore:
+    """Store on one SQLite file. Safe to share between threads; writes are serialised."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
+        self._lock = threading.RLock()
+        self._in_transaction = False
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "cache_size=-65536",
+            "temp_store=MEMORY",
+            "foreign_keys=ON",
+        ):
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._conn.executescript(SCHEMA)
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            try:
+                yield
+            except BaseException:
+                # BaseException on purpose: Ctrl-C must roll back too.
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._in_transaction = False
+
+    # -- events -----------------------------------------------------------------------------
+    def append_events(self, events: pd.DataFrame) -> AppendResult:
+        if events.empty:
+            return AppendResult(0, 0)
+        frame = events.rename(columns={"timestamp": "ts"})
+        rows = _rows(frame, EVENT_COLUMNS)
+        placeholders = ",".join("?" * len(EVENT_COLUMNS))
+        sql = f"INSERT OR IGNORE INTO events ({','.join(EVENT_COLUMNS)}) VALUES ({placeholders})"
+        with self.atomic():
+            before = self._conn.total_changes
+            self._conn.executemany(sql, rows)
+            stored = self._conn.total_changes - before
+        return AppendResult(stored=stored, duplicates=len(rows) - stored)
+
+    def interactions(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch_rows: int = 100_000,
+    ) -> Iterator[pa.RecordBatch]:
+        where, params = [], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(int(since.timestamp() * 1000))
+        if until is not None:
+            where.append("ts < ?")
+            params.append(int(until.timestamp() * 1000))
+        sql = f"SELECT {','.join(EVENT_COLUMNS)} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY event_key"
+        # A separate connection reads a consistent snapshot while writers keep appending.
+        reader = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            cursor = reader.execute(sql, params)
+            while rows := cursor.fetchmany(batch_rows):
+                yield _rows_to_batch(rows)
+        finally:
+            reader.close()
+
+    def user_events(self, user_id: str, limit: int = 500) -> pd.DataFrame:
+        sql = (
+            f"SELECT {','.join(EVENT_COLUMNS)} FROM events WHERE user_id = ? "
+            "ORDER BY ts DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, (user_id, limit)).fetchall()
+        return _rows_to_batch(rows).to_pandas() if rows else _empty_events()
+
+    def count_events(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- catalog and users -------------------------------------------------------------------
+    def upsert_items(self, items: pd.DataFrame) -> int:
+        frame = items.copy()
+        frame["updated_at"] = _now_ms()
+        for column in ("tags", "attributes"):
+            if column in frame:
+                frame[column] = frame[column].map(_json_or_none)
+        if "available" in frame:
+            frame["available"] = frame["available"].fillna(True).astype(bool).astype(int)
+        else:
+            frame["available"] = 1
+        return self._upsert("items", frame, ITEM_STORE_COLUMNS)
+
+    def delete_item(self, item_id: str) -> bool:
+        with self.atomic():
+            cursor = self._conn.execute("DELETE FROM items WHERE item_id = ?", (item_id,))
+        return cursor.rowcount > 0
+
+    def upsert_users(self, users: pd.DataFrame) -> int:
+        frame = users.copy()
+        frame["updated_at"] = _now_ms()
+        for column in ("attributes", "onboarding"):
+            if column in frame:
+                frame[column] = frame[column].map(_json_or_none)
+        if "consent" in frame:
+            frame["consent"] = frame["consent"].fillna(True).astype(bool).astype(int)
+        else:
+            frame["consent"] = 1
+        return self._upsert("users", frame, USER_STORE_COLUMNS)
+
+    def _upsert(self, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> int:
+        present = tuple(c for c in columns if c in frame)
+        key = present[0]
+        updates = ",".join(f"{c}=excluded.{c}" for c in present[1:])
+        sql = (
+            f"INSERT INTO {table} ({','.join(present)}) VALUES ({','.join('?' * len(present))}) "
+            f"ON CONFLICT({key}) DO UPDATE SET {updates}"
+        )
+        rows = _rows(frame, present)
+        with self.atomic():
+            self._conn.executemany(sql, rows)
+        return len(rows)
+
+    def items(self) -> pd.DataFrame:
+        frame = self._read_table("items", ITEM_STORE_COLUMNS)
+        for column in ("tags", "attributes"):
+            frame[column] = frame[column].map(_json_load)
+        frame["available"] = frame["available"].astype(bool)
+        return frame
+
+    def users(self) -> pd.DataFrame:
+        frame = self._read_table("users", USER_STORE_COLUMNS)
+        for column in ("attributes", "onboarding"):
+            frame[column] = frame[column].map(_json_load)
+        frame["consent"] = frame["consent"].astype(bool)
+        return frame
+
+    def _read_table(self, table: str, columns: tuple[str, ...]) -> pd.DataFrame:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {','.join(columns)} FROM {table}").fetchall()
+        return pd.DataFrame.from_records(rows, columns=list(columns))
+
+    def erase_user(self, user_id: str) -> ErasureReport:
+        report = ErasureReport(user_id)
+        with self.atomic():
+            for table, column in USER_KEYED_TABLES.items():
+                cursor = self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user_id,))
+                report.rows_deleted[table] = cursor.rowcount
+        return report
+
+    # -- import log -------------------------------------------------------------------------
+    def record_import(self, record: dict[str, object]) -> int:
+        columns = list(record)
+        sql = (
+            f"INSERT INTO imports ({','.join(columns)}) "
+            f"VALUES ({','.join('?' * len(columns))})"
+        )
+        with self.atomic():
+            cursor = self._conn.execute(sql, [record[c] for c in columns])
+        return int(cursor.lastrowid or 0)
+
+    def imports(self) -> pd.DataFrame:
+        with self._lock:
+            cursor = self._conn.execute("SELECT * FROM imports ORDER BY import_id")
+            names = [d[0] for d in cursor.description]
+            return pd.DataFrame.from_records(cursor.fetchall(), columns=names)
+
+    def table_counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                table: int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("events", "items", "users", "imports")
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _json_or_none(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _json_load(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+def _rows_to_batch(rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True))
+    arrays = []
+    for name, values in zip(EVENT_COLUMNS, columns, strict=True):
+        target = INTERACTION_ARROW_SCHEMA.field("timestamp" if name == "ts" else name).type
+        if name == "ts":
+            arrays.append(pa.array(values, pa.int64()).cast(target))
+        else:
+            arrays.append(pa.array(values, target))
+    return pa.RecordBatch.from_arrays(arrays, schema=INTERACTION_ARROW_SCHEMA)
+
+
+def _empty_events() -> pd.DataFrame:
+    return INTERACTION_ARROW_SCHEMA.empty_table().to_pandas()
