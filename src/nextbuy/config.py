@@ -56,7 +56,7 @@ class ImportConfig(Section):
     time_format: str | None = Field(
         default=None, description="strptime format; when unset, unix s/ms or ISO 8601 are read."
     )
-    batch_rows: int = Field(default=200_000, ge=1_000)
+    batch_rows: int = Field(default=100_000, ge=1_000)
 
 
 class TrainingConfig(Section):

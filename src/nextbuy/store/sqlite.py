@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS events (
     user_id TEXT,
     item_id TEXT NOT NULL,
     event_type TEXT NOT NULL,
-    ts INTEGER NOT NULL,
+    ts INTEGER,
     value REAL,
     quantity REAL,
     session_id TEXT,
@@ -33,7 +33,6 @@ CREATE TABLE IF NOT EXISTS events (
     context TEXT,
     event_id TEXT
 );
-CREATE INDEX IF NOT EXISTS events_by_user ON events(user_id);
 CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY,
     title TEXT, description TEXT, category TEXT, brand TEXT,
@@ -92,6 +91,9 @@ USER_STORE_COLUMNS = (
     "created_at",
     "updated_at",
 )
+
+ROWS_PER_STATEMENT = 500
+SQLITE_MAX_VARIABLES = 32_766
 
 # Every table holding rows about a user, with the column naming them: erasure walks this list,
 # so a table added later that keys on users must be added here.
@@ -168,14 +170,27 @@ class SQLiteStore:
         if events.empty:
             return AppendResult(0, 0)
         frame = events.rename(columns={"timestamp": "ts"})
-        rows = _rows(frame, EVENT_COLUMNS)
-        placeholders = ",".join("?" * len(EVENT_COLUMNS))
-        sql = f"INSERT OR IGNORE INTO events ({','.join(EVENT_COLUMNS)}) VALUES ({placeholders})"
+        # Binding values one by one is the cost of an import: bind only columns that hold data,
+        # many rows per statement.
+        columns = tuple(c for c in EVENT_COLUMNS if c in frame and frame[c].notna().any())
+        values = [v for row in _rows(frame, columns) for v in row]
+        width = len(columns)
+        per_statement = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // width))
+        row_sql = "(" + ",".join("?" * width) + ")"
+        head = f"INSERT OR IGNORE INTO events ({','.join(columns)}) VALUES "
+        full_sql = head + ",".join([row_sql] * per_statement)
+        n = len(frame)
         with self.atomic():
             before = self._conn.total_changes
-            self._conn.executemany(sql, rows)
+            cut = (n // per_statement) * per_statement
+            step = per_statement * width
+            for start in range(0, cut * width, step):
+                self._conn.execute(full_sql, values[start : start + step])
+            if cut < n:
+                tail_sql = head + ",".join([row_sql] * (n - cut))
+                self._conn.execute(tail_sql, values[cut * width :])
             stored = self._conn.total_changes - before
-        return AppendResult(stored=stored, duplicates=len(rows) - stored)
+        return AppendResult(stored=stored, duplicates=n - stored)
 
     def interactions(
         self,
@@ -289,10 +304,7 @@ class SQLiteStore:
     # -- import log -------------------------------------------------------------------------
     def record_import(self, record: dict[str, object]) -> int:
         columns = list(record)
-        sql = (
-            f"INSERT INTO imports ({','.join(columns)}) "
-            f"VALUES ({','.join('?' * len(columns))})"
-        )
+        sql = f"INSERT INTO imports ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})"
         with self.atomic():
             cursor = self._conn.execute(sql, [record[c] for c in columns])
         return int(cursor.lastrowid or 0)
