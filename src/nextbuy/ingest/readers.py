@@ -6,6 +6,7 @@ bad number or a bad time is and can report it with its line.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -83,7 +84,7 @@ def _compression(path: Path) -> str | None:
 
 def _decompressed(raw: BinaryIO, compression: str | None, path: Path) -> BinaryIO:
     if compression == "gzip":
-        return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if compression == "zip":
         archive = zipfile.ZipFile(raw)
         members = [m for m in archive.namelist() if not m.endswith("/")]
