@@ -274,6 +274,137 @@ def print_audit(result: dict[str, Any]) -> None:
         console.print(month_table)
 
 
+@app.command()
+@user_errors
+def train(
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the configured one)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Train a new model version; it is served only if not worse than the current one."""
+    from nextbuy.store import open_store
+    from nextbuy.training import train_version
+
+    settings = _settings(config)
+    store = open_store(settings.store_path)
+    try:
+        outcome = _with_steps(lambda step: train_version(settings, store, model, step=step))
+    finally:
+        store.close()
+    _print_train_outcome(outcome)
+
+
+def _with_steps(work: Callable[[Callable[[str], None]], Any]) -> Any:
+    """Run `work`, showing each step it announces under a spinner with elapsed time."""
+    from rich.progress import SpinnerColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        return work(lambda text: progress.update(task, description=text))
+
+
+def _print_train_outcome(outcome: Any) -> None:
+    metrics = outcome.metrics
+    console.print(
+        f"trained {outcome.version.name} ({outcome.version.meta['model']}): "
+        f"validation NDCG@10 {metrics.get('ndcg@10', 0):.4f}, "
+        f"recall@10 {metrics.get('recall@10', 0):.4f}, "
+        f"coverage@10 {metrics.get('coverage@10', 0):.1%} "
+        f"over {int(metrics.get('validation_users', 0)):,} returning users"
+    )
+    verdict = "promoted" if outcome.promoted else "not promoted"
+    console.print(f"{verdict}: {outcome.reason}")
+    console.print(f"artifact: {outcome.version.path}")
+
+
+models_app = typer.Typer(
+    help="List, promote and roll back trained model versions.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@user_errors
+def models_list(config: ConfigOption = None) -> None:
+    """Every trained version with its validation metrics; * marks the one in service."""
+    from nextbuy.registry import ModelRegistry
+
+    registry = ModelRegistry(_settings(config).models_dir)
+    serving = registry.serving_state().get("version")
+    table = Table(title="model versions")
+    for column in ("", "version", "model", "trained at", "events", "NDCG@10", "recall@10"):
+        table.add_column(column)
+    for version in registry.versions():
+        meta, metrics = version.meta, version.metrics
+        table.add_row(
+            "*" if version.name == serving else "",
+            version.name,
+            meta.get("model", "?"),
+            str(meta.get("trained_at", ""))[:19],
+            f"{meta.get('events', 0):,}",
+            f"{metrics.get('ndcg@10', float('nan')):.4f}",
+            f"{metrics.get('recall@10', float('nan')):.4f}",
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+@user_errors
+def models_promote(version: str, config: ConfigOption = None) -> None:
+    """Serve this version (a running server swaps to it within seconds)."""
+    from nextbuy.registry import ModelRegistry
+
+    ModelRegistry(_settings(config).models_dir).promote(version, "promoted by hand")
+    console.print(f"{version} is now in service")
+
+
+@models_app.command("rollback")
+@user_errors
+def models_rollback(config: ConfigOption = None) -> None:
+    """Serve the version that was in service before the current one."""
+    from nextbuy.registry import ModelRegistry
+
+    previous = ModelRegistry(_settings(config).models_dir).rollback()
+    console.print(f"rolled back: {previous} is now in service")
+
+
+def load_serving_engine(settings: Settings) -> Any:
+    from nextbuy.engine import Engine
+    from nextbuy.registry import ModelRegistry
+
+    version = ModelRegistry(settings.models_dir).serving()
+    if version is None:
+        raise NextbuyError("no trained model yet: run `nextbuy train` first")
+    return Engine.load(version.path, settings)
+
+
+@app.command()
+@user_errors
+def recommend(
+    users: Annotated[str, typer.Option(help="'all', or comma-separated user ids")] = "all",
+    k: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    out: Annotated[Path, typer.Option(help=".parquet, .csv or .jsonl")] = Path("recs.parquet"),
+    config: ConfigOption = None,
+) -> None:
+    """Batch recommendations for many users (e.g. a personalised e-mail campaign)."""
+    settings = _settings(config)
+    engine = load_serving_engine(settings)
+    wanted = None if users == "all" else [u.strip() for u in users.split(",") if u.strip()]
+    table = _with_steps(lambda step: (step("recommending"), engine.recommend_users(wanted, k))[1])
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        table.to_parquet(out, index=False)
+    elif suffix == ".csv":
+        table.to_csv(out, index=False)
+    elif suffix in (".jsonl", ".json"):
+        table.to_json(out, orient="records", lines=True)
+    else:
+        raise NextbuyError(f"{out}: expected a .parquet, .csv or .jsonl file name")
+    console.print(f"wrote {len(table):,} rows for {table['user_id'].nunique():,} users to {out}")
+
+
 def main() -> None:
     app()
 

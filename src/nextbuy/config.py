@@ -65,7 +65,17 @@ class TrainingConfig(Section):
     )
     model: str = Field(default="ease", description="Model the engine serves by default.")
     params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Hyper-parameters per model name (tuning writes here)."
+        default_factory=dict, description="Hyper-parameters per model name (override tuning)."
+    )
+    exclude_seen: bool = Field(
+        default=True, description="Leave items a user already interacted with out of lists."
+    )
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Latest share of events held out to validate."
+    )
+    promotion_metric: str = "ndcg@10"
+    promotion_tolerance: float = Field(
+        default=0.02, ge=0, description="A new version may be this much worse (relative)."
     )
 
 

@@ -1,0 +1,206 @@
+"""The engine: train a model on a shop's interactions, then recommend from Python.
+
+```python
+import nextbuy
+engine = nextbuy.Engine.from_config()          # nextbuy.toml, or defaults
+engine.fit(interactions_df, items_df)
+engine.recommend("17850", k=10)                # DataFrame: item_id, score, title
+engine.similar("85123A", k=5)
+```
+The CLI and the API use the same object, so a notebook sees what the storefront sees.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from nextbuy.config import Settings, load_settings
+from nextbuy.errors import NotFittedError, NotFoundError
+from nextbuy.matrix import Batch, InteractionMatrix, build_matrix
+from nextbuy.models import Recommender, TopK, create_model
+
+ENGINE_FILE = "engine.json"
+TUNED_FILE = "tuned_params.json"
+
+
+def tuned_params(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Hyper-parameters `nextbuy tune` found, per model name."""
+    path = settings.data_dir / TUNED_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def model_params(settings: Settings, model: str) -> dict[str, Any]:
+    """Tuned parameters, overridden by any set explicitly in nextbuy.toml."""
+    return {**tuned_params(settings).get(model, {}), **settings.training.params.get(model, {})}
+
+
+class Engine:
+    """One trained model with the interaction matrix it was trained on and the catalogue."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.model_name = model or self.settings.training.model
+        self.params = params if params is not None else model_params(self.settings, self.model_name)
+        self.model: Recommender | None = None
+        self.data: InteractionMatrix | None = None
+        self.items: pd.DataFrame | None = None
+
+    @classmethod
+    def from_config(cls, path: Path | None = None, **overrides: Any) -> Engine:
+        model = overrides.pop("model", None)
+        params = overrides.pop("params", None)
+        return cls(load_settings(path, **overrides), model, params)
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
+        """Train on a DataFrame of interactions (user_id, item_id, event_type, timestamp...)."""
+        return self.fit_batches([interactions], items)
+
+    def fit_batches(self, batches: Iterable[Batch], items: pd.DataFrame | None = None) -> Self:
+        data = build_matrix(
+            batches, self.settings.events.all_weights(), self.settings.training.half_life_days
+        )
+        return self.fit_matrix(data, items)
+
+    def fit_matrix(self, data: InteractionMatrix, items: pd.DataFrame | None = None) -> Self:
+        model = create_model(self.model_name, **self.params)
+        self.model = model.fit(data, _catalogue_for(items, data))
+        self.data = data
+        self.items = items
+        return self
+
+    # -- recommending -----------------------------------------------------------------------
+    def _ready(self) -> tuple[Recommender, InteractionMatrix]:
+        if self.model is None or self.data is None:
+            raise NotFittedError("the engine is not trained: call fit() or Engine.load()")
+        return self.model, self.data
+
+    def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+        """The k items this user is most likely to want next; unknown users get popular items."""
+        table = self.recommend_users([user_id], k, exclude_seen)
+        return table.drop(columns=["user_id", "rank"]).reset_index(drop=True)
+
+    def recommend_users(
+        self, user_ids: Sequence[str] | None = None, k: int = 10, exclude_seen: bool = True
+    ) -> pd.DataFrame:
+        """Top-k for many users (all trained users when None): user_id, rank, item_id, score."""
+        model, data = self._ready()
+        users = list(data.user_ids) if user_ids is None else [str(u) for u in user_ids]
+        histories = data.rows(users)
+        top = model.recommend(histories, k, exclude=histories if exclude_seen else None)
+        return self._fill_cold(self._table(users, top, data.item_ids), users, histories, k)
+
+    def recommend_history(
+        self, history: dict[str, float], k: int = 10, exclude: Iterable[str] = ()
+    ) -> pd.DataFrame:
+        """Top-k for an ad-hoc history (item_id -> weight), e.g. an anonymous session."""
+        model, data = self._ready()
+        row = data.history_vector(history)
+        excluded = data.history_vector(dict.fromkeys((*history, *exclude), 1.0))
+        top = model.recommend(row, k, exclude=excluded)
+        return self._table(["_"], top, data.item_ids).drop(columns=["user_id", "rank"])
+
+    def similar(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        model, data = self._ready()
+        index = data.item_index.get(str(item_id))
+        if index is None:
+            raise NotFoundError(f"item {item_id!r} is not in the trained catalogue")
+        top = model.similar_items(np.array([index]), k)
+        return self._table(["_"], top, data.item_ids).drop(columns=["user_id", "rank"])
+
+    def _table(self, users: Sequence[str], top: TopK, item_ids: np.ndarray) -> pd.DataFrame:
+        k = top.items.shape[1]
+        valid = top.items >= 0
+        frame = pd.DataFrame(
+            {
+                "user_id": np.repeat(np.asarray(users, dtype=object), k)[valid.ravel()],
+                "rank": np.tile(np.arange(1, k + 1), len(users))[valid.ravel()],
+                "item_id": item_ids[top.items[valid]],
+                "score": top.scores[valid].astype(float),
+            }
+        )
+        return self._with_titles(frame)
+
+    def _fill_cold(
+        self, table: pd.DataFrame, users: list[str], histories: sp.csr_matrix, k: int
+    ) -> pd.DataFrame:
+        """Users with nothing to go on get the most popular items, never an empty list."""
+        empty = [u for u, n in zip(users, np.diff(histories.indptr), strict=True) if n == 0]
+        short = set(table.groupby("user_id").size().loc[lambda s: s < k].index) | (
+            set(users) - set(table["user_id"])
+        )
+        cold = [u for u in users if u in short or u in set(empty)]
+        if not cold:
+            return table
+        _, data = self._ready()
+        popular = np.argsort(-np.asarray(data.counts.sum(axis=0)).ravel(), kind="stable")[:k]
+        fallback = pd.DataFrame(
+            {
+                "user_id": np.repeat(np.asarray(cold, dtype=object), len(popular)),
+                "item_id": np.tile(data.item_ids[popular], len(cold)),
+                "score": 0.0,
+            }
+        )
+        merged = pd.concat([table, fallback.pipe(self._with_titles)], ignore_index=True)
+        merged = merged.drop_duplicates(["user_id", "item_id"])
+        merged = merged.groupby("user_id", sort=False).head(k)
+        merged["rank"] = merged.groupby("user_id", sort=False).cumcount() + 1
+        order = {u: i for i, u in enumerate(users)}
+        return merged.sort_values(
+            ["user_id", "rank"], key=lambda s: s.map(order) if s.name == "user_id" else s
+        ).reset_index(drop=True)
+
+    def _with_titles(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.items is None or "title" not in self.items:
+            return frame
+        titles = self.items.drop_duplicates("item_id").set_index("item_id")["title"]
+        return frame.assign(title=frame["item_id"].map(titles))
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        model, data = self._ready()
+        path.mkdir(parents=True, exist_ok=True)
+        model.save(path / "model")
+        data.save(path / "matrix")
+        if self.items is not None:
+            _items_for_disk(self.items).to_parquet(path / "items.parquet", index=False)
+        meta = {"model": self.model_name, "params": model.params()}
+        (path / ENGINE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+    @classmethod
+    def load(cls, path: Path, settings: Settings | None = None) -> Engine:
+        meta_path = path / ENGINE_FILE
+        if not meta_path.is_file():
+            raise NotFoundError(f"{path}: no saved engine ({ENGINE_FILE} missing)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        engine = cls(settings, meta["model"], meta["params"])
+        engine.model = Recommender.load(path / "model")
+        engine.data = InteractionMatrix.load(path / "matrix")
+        items_path = path / "items.parquet"
+        engine.items = pd.read_parquet(items_path) if items_path.is_file() else None
+        return engine
+
+
+def _catalogue_for(items: pd.DataFrame | None, data: InteractionMatrix) -> pd.DataFrame | None:
+    return None if items is None or items.empty else items
+
+
+def _items_for_disk(items: pd.DataFrame) -> pd.DataFrame:
+    """Nested columns (tags, attributes) as JSON text so any Parquet reader can open the file."""
+    out = items.copy()
+    for column in ("tags", "attributes"):
+        if column in out:
+            out[column] = out[column].map(lambda v: None if v is None else json.dumps(v))
+    return out
