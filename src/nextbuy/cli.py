@@ -405,6 +405,155 @@ def recommend(
     console.print(f"wrote {len(table):,} rows for {table['user_id'].nunique():,} users to {out}")
 
 
+DEFAULT_EVALUATED_MODELS = ("ease", "als", "bpr", "itemknn", "trending")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Models to compare (repeatable)")
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="discovery (bought items excluded), repeat, or standard"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compare models on a temporal split next to random and popularity; writes an HTML report."""
+    _evaluate(_settings(config), protocol, model, "evaluating")
+
+
+def _evaluate(
+    settings: Settings, protocol: str | None, models: list[str] | None, step_title: str
+) -> None:
+    from nextbuy.evaluation.report import print_table, write_report
+
+    result = _with_steps(lambda step: _run_evaluation(settings, protocol, models, step))
+    print_table(result, console)
+    reports = settings.data_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    html, data = reports / "evaluation.html", reports / "evaluation.json"
+    write_report(result, html, data, title=f"nextbuy evaluation ({result.protocol} protocol)")
+    console.print(f"report: {html.resolve()}\nevery number: {data.resolve()}")
+
+
+def _run_evaluation(
+    settings: Settings, protocol: str | None, models: list[str] | None, step: Callable[[str], None]
+) -> Any:
+    from nextbuy.engine import model_params
+    from nextbuy.evaluation.runner import evaluate_models
+    from nextbuy.evaluation.splits import temporal_split
+    from nextbuy.models import create_model
+    from nextbuy.store import open_store
+    from nextbuy.training import read_interactions
+
+    store = open_store(settings.store_path)
+    try:
+        step("reading events")
+        events = read_interactions(store)
+        items = store.items()
+    finally:
+        store.close()
+    weights = settings.events.all_weights()
+    positive = events[events["event_type"].map(weights).fillna(0) > 0]
+    positive = positive.dropna(subset=["user_id", "timestamp"])
+    split = temporal_split(positive, test_fraction=0.2)
+    names = list(models or dict.fromkeys([settings.training.model, *DEFAULT_EVALUATED_MODELS]))
+    chosen = {name: create_model(name, **model_params(settings, name)) for name in names}
+    protocol = protocol or ("discovery" if settings.training.exclude_seen else "repeat")
+    step(f"fitting and scoring {len(chosen)} models and the baselines ({protocol} protocol)")
+    return evaluate_models(
+        split,
+        chosen,
+        protocol=protocol,
+        items=None if items.empty else items,
+        weights=weights,
+        half_life_days=settings.training.half_life_days,
+    )
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    try:
+        from nextbuy.serving.server import run_server
+    except ImportError:
+        console.print("the API server is not part of this build yet")
+        return
+    run_server(settings, host, port)
+
+
+DEMO_CONFIG = """\
+# nextbuy demo project: the bundled UCI Online Retail sample shop (CC BY 4.0).
+data_dir = "nextbuy-data"
+
+[events.custom]
+# Cancelled invoice lines and stock write-offs are kept, but do not count as interest.
+cancellation = 0.0
+stock_adjustment = 0.0
+"""
+
+
+@app.command()
+@user_errors
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Project folder to create or reuse")] = Path(
+        "demo"
+    ),
+    serve: Annotated[bool, typer.Option(help="Serve the API and dashboard at the end")] = True,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """The main job on the bundled sample shop: import, audit, train, evaluate, serve."""
+    from nextbuy.audit import audit
+    from nextbuy.store import open_store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / CONFIG_FILENAME
+    if not config_path.exists():
+        config_path.write_text(DEMO_CONFIG, encoding="utf-8")
+    settings = load_settings(config_path)
+    console.rule("1. import the sample shop (UCI Online Retail, CC BY 4.0)")
+    store = open_store(settings.store_path)
+    try:
+        for report in _with_steps(lambda step: _import_sample(store, settings, step)):
+            _print_import_report(report)
+        console.rule("2. audit the data")
+        print_audit(audit(store))
+        console.rule("3. train")
+        from nextbuy.training import train_version
+
+        outcome = _with_steps(lambda step: train_version(settings, store, step=step))
+        _print_train_outcome(outcome)
+    finally:
+        store.close()
+    console.rule("4. evaluate against baselines")
+    _evaluate(settings, protocol=None, models=None, step_title="evaluating")
+    if serve:
+        console.rule("5. serve")
+        _serve(settings, host, port)
+
+
+def _import_sample(store: Any, settings: Settings, step: Callable[[str], None]) -> list[Any]:
+    from nextbuy.datasets import load_sample_shop
+    from nextbuy.ingest import ImportOptions, import_frame
+
+    step("reading the bundled sample")
+    shop = load_sample_shop()
+    reports = []
+    for kind, frame in (
+        ("items", shop.items),
+        ("users", shop.users),
+        ("interactions", shop.interactions),
+    ):
+        if frame is None:
+            continue
+        step(f"importing {len(frame):,} {kind}")
+        reports.append(
+            import_frame(store, settings, frame, f"sample:{shop.name}:{kind}", ImportOptions(kind))
+        )
+    return reports
+
+
 def main() -> None:
     app()
 
