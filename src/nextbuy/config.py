@@ -79,6 +79,23 @@ class TrainingConfig(Section):
     )
 
 
+class ServingConfig(Section):
+    """The REST API server (`nextbuy serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_000_000, ge=1_024)
+    candidates: int = Field(
+        default=200, ge=10, le=5_000, description="Candidates per request ranked before rules."
+    )
+    events_batch_max: int = Field(default=1_000, ge=1)
+    model_poll_seconds: float = Field(default=2.0, gt=0)
+    new_arrival_days: float = Field(
+        default=14.0, gt=0, description="Items created this recently count as new arrivals."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NEXTBUY_", env_nested_delimiter="__", extra="forbid"
@@ -88,6 +105,7 @@ class Settings(BaseSettings):
     events: EventsConfig = Field(default_factory=EventsConfig)
     import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     # Where the settings were read from; paths inside the file are relative to its folder.
     config_path: Path | None = Field(default=None, exclude=True)
