@@ -1,0 +1,227 @@
+"""The one interface every recommender implements, and the top-k logic they share.
+
+A model scores from the history rows it is given, never from rows it kept from training, so
+an event that happened after training changes the answer without retraining. Histories are
+sparse rows over the model's items (the columns of the `InteractionMatrix` it was fitted on);
+columns beyond them are items new since training and are ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from nextbuy.errors import DataError, NextbuyError, NotFittedError, NotFoundError
+from nextbuy.matrix import InteractionMatrix, _atomic_savez, _atomic_write_text, _str_array
+
+FORMAT_VERSION = 1
+PARAMS_FILE = "params.json"
+ARRAYS_FILE = "arrays.npz"
+# Users scored per block: bounds the dense block to about this many float32 scores (64 MB).
+BLOCK_SCORES = 16_000_000
+
+
+class ModelFitError(NextbuyError):
+    """Training failed on the data given (NaN factors, a singular system)."""
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Top-k internal item indices per row, best first; -1 (score -inf) pads short rows."""
+
+    items: np.ndarray  # int64 (n, k)
+    scores: np.ndarray  # float32 (n, k)
+
+    def ids(self, item_ids: np.ndarray) -> list[list[str]]:
+        """The item ids per row, padding dropped."""
+        return [[str(item_ids[i]) for i in row if i >= 0] for row in self.items]
+
+
+class Recommender(ABC):
+    """Fit on an `InteractionMatrix`, then score and rank from users' history rows."""
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.item_ids: np.ndarray | None = None
+
+    # -- what each model provides ----------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, data: InteractionMatrix, items: pd.DataFrame | None) -> None:
+        """Learn from the training data."""
+
+    @abstractmethod
+    def _score(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Dense float32 (n, n_items) scores; -inf where the item cannot be recommended."""
+
+    @abstractmethod
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        """Dense float32 (len(items), n_items) similarity of each item to every item."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """The learnt arrays, to save."""
+
+    @abstractmethod
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        """Take back what `_state` gave."""
+
+    # -- the shared interface ------------------------------------------------------------------
+    def fit(self, data: InteractionMatrix, items: pd.DataFrame | None = None) -> Self:
+        """Train on `data`; `items` is the catalogue (item_id, category, ...) where needed."""
+        self.item_ids = np.asarray(data.item_ids, dtype=object).copy()
+        self._fit(data, items)
+        return self
+
+    @property
+    def n_items(self) -> int:
+        if self.item_ids is None:
+            raise NotFittedError(f"model {self.name!r} is not fitted")
+        return len(self.item_ids)
+
+    def score(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Dense (n, n_items) float32 scores for these history rows; -inf = cannot recommend."""
+        return self._score(self._conform(histories))
+
+    def recommend(
+        self, histories: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None
+    ) -> TopK:
+        """The k best items per history row, never an item `exclude` has a nonzero entry for."""
+        histories = self._conform(histories)
+        exclude = None if exclude is None else self._conform(exclude)
+        if exclude is not None and exclude.shape[0] != histories.shape[0]:
+            raise DataError(
+                f"exclude has {exclude.shape[0]} rows for {histories.shape[0]} histories"
+            )
+        blocks = []
+        for start, stop in _blocks(histories.shape[0], self.n_items):
+            scores = self._score(histories[start:stop])
+            if exclude is not None:
+                _mask(scores, exclude[start:stop])
+            blocks.append(top_k(scores, k))
+        return _stack(blocks, k)
+
+    def similar_items(self, items: np.ndarray, k: int) -> TopK:
+        """The k items most like each given item (internal indices), never the item itself."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise NotFoundError(f"item index out of range 0..{self.n_items - 1}")
+        blocks = []
+        for start, stop in _blocks(len(items), self.n_items):
+            chunk = items[start:stop]
+            scores = np.array(self._similar(chunk), dtype=np.float32)
+            scores[np.arange(len(chunk)), chunk] = -np.inf
+            blocks.append(top_k(scores, k))
+        return _stack(blocks, k)
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments, as JSON-ready values."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def save(self, path: Path) -> None:
+        """Write a folder: params.json (model name and parameters) and arrays.npz."""
+        if self.item_ids is None:
+            raise NotFittedError(f"model {self.name!r} is not fitted; nothing to save")
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {"item_ids": _str_array(self.item_ids), **self._state()}
+        meta = {"format": FORMAT_VERSION, "model": self.name, "params": self.params()}
+        _atomic_savez(path / ARRAYS_FILE, arrays)
+        _atomic_write_text(path / PARAMS_FILE, json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read a folder written by `save`; on `Recommender` itself, any registered model."""
+        from nextbuy.models import MODELS
+
+        meta_path = path / PARAMS_FILE
+        if not meta_path.is_file():
+            raise NotFoundError(f"{path}: no saved model ({PARAMS_FILE} missing)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        model_cls = MODELS.get(meta.get("model", ""))
+        if model_cls is None or not issubclass(model_cls, cls):
+            raise DataError(f"{meta_path}: holds model {meta.get('model')!r}, not a {cls.__name__}")
+        model = model_cls(**meta["params"])
+        with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
+            state = {key: npz[key] for key in npz.files}
+        model.item_ids = state.pop("item_ids").astype(object)
+        model._restore(state)
+        return model  # type: ignore[return-value]
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _conform(self, rows: sp.spmatrix) -> sp.csr_matrix:
+        """Rows as float32 CSR over exactly the model's items."""
+        rows = sp.csr_matrix(rows, dtype=np.float32)
+        n = self.n_items
+        if rows.shape[1] > n:
+            rows = rows[:, :n]
+        elif rows.shape[1] < n:
+            rows = sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=(rows.shape[0], n))
+        return rows
+
+
+def top_k(scores: np.ndarray, k: int) -> TopK:
+    """The k highest finite scores per row, best first; ties go to the lower index."""
+    n, m = scores.shape
+    k = max(int(k), 0)
+    width = min(k, m)
+    if width == 0:
+        return TopK(np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32))
+    if width < m:
+        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m))
+    picked = np.take_along_axis(scores, part, axis=1)
+    # lexsort: by score descending, then by index so equal scores give a stable order
+    order = np.lexsort((part, -picked), axis=1)
+    items = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    best = np.take_along_axis(picked, order, axis=1).astype(np.float32)
+    items[~np.isfinite(best)] = -1
+    best[items < 0] = -np.inf
+    if width < k:
+        items = np.pad(items, ((0, 0), (0, k - width)), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, k - width)), constant_values=-np.inf)
+    return TopK(items, best)
+
+
+def _mask(scores: np.ndarray, exclude: sp.csr_matrix) -> None:
+    exclude = exclude.copy()
+    exclude.eliminate_zeros()
+    rows, cols = exclude.nonzero()
+    scores[rows, cols] = -np.inf
+
+
+def _blocks(n_rows: int, n_items: int) -> list[tuple[int, int]]:
+    size = max(1, BLOCK_SCORES // max(n_items, 1))
+    return [(s, min(s + size, n_rows)) for s in range(0, n_rows, size)]
+
+
+def _stack(blocks: list[TopK], k: int) -> TopK:
+    if not blocks:
+        return TopK(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+    return TopK(
+        np.concatenate([b.items for b in blocks]), np.concatenate([b.scores for b in blocks])
+    )
+
+
+def mask_empty(scores: np.ndarray, histories: sp.csr_matrix) -> np.ndarray:
+    """-inf for rows with no history: a personal model has nothing to go on there."""
+    scores[np.diff(histories.indptr) == 0] = -np.inf
+    return scores
+
+
+def sparse_scores(product: sp.spmatrix) -> np.ndarray:
+    """A sparse score product as dense float32, -inf where nothing contributed."""
+    product = sp.csr_matrix(product)
+    out = np.full(product.shape, -np.inf, np.float32)
+    rows = np.repeat(np.arange(product.shape[0]), np.diff(product.indptr))
+    out[rows, product.indices] = product.data
+    return out

@@ -1,0 +1,112 @@
+"""EASE^R (Steck, 2019): a closed-form item-item linear model.
+
+B = I - P / diag(P) with P = (XᵀX + λI)⁻¹ and diag(B) = 0; a user's scores are
+`history @ B`. B is dense: n_items² float32 numbers, 1.6 GB for 20,000 items, and the
+inverse takes O(n_items³) time. Above `max_items` the model refuses to fit unless
+`prune_items` is set; it then keeps the `max_items` items with the most users and scores
+the others -inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+
+from nextbuy.errors import ConfigError
+from nextbuy.matrix import InteractionMatrix
+from nextbuy.models.base import ModelFitError, Recommender, mask_empty
+
+BLOCK = 1024  # columns of XᵀX filled per sparse product, rows copied per step
+
+
+class EASE(Recommender):
+    """EASE^R with L2 regularisation `reg` (λ)."""
+
+    name = "ease"
+
+    def __init__(self, reg: float = 500.0, max_items: int = 20_000, prune_items: bool = False):
+        super().__init__()
+        if reg <= 0 or max_items < 1:
+            raise ConfigError("ease needs reg > 0 and max_items >= 1")
+        self.reg = reg
+        self.max_items = max_items
+        self.prune_items = prune_items
+        self.kept = np.zeros(0, np.int64)  # model item index of each row/column of B
+        self.weights = np.zeros((0, 0), np.float32)  # B over the kept items
+
+    def _fit(self, data: InteractionMatrix, items: pd.DataFrame | None) -> None:
+        users_per_item = np.bincount(data.matrix.indices, minlength=data.n_items)
+        trained = np.flatnonzero(users_per_item > 0)
+        if len(trained) > self.max_items:
+            if not self.prune_items:
+                gb = len(trained) ** 2 * 4 / 1e9
+                raise ConfigError(
+                    f"ease holds a dense items × items matrix: {len(trained):,} items need "
+                    f"{gb:.1f} GB, above max_items={self.max_items:,}; set prune_items=True to "
+                    f"keep the {self.max_items:,} most popular items, or raise max_items"
+                )
+            by_popularity = np.argsort(-users_per_item[trained], kind="stable")
+            trained = np.sort(trained[by_popularity[: self.max_items]])
+        self.kept = trained.astype(np.int64)
+        self.weights = _ease_weights(sp.csc_matrix(data.matrix[:, self.kept]), self.reg)
+
+    def _score(self, histories: sp.csr_matrix) -> np.ndarray:
+        if len(self.kept) == self.n_items:  # nothing pruned: skip the column gather
+            return mask_empty(np.asarray(histories @ self.weights, np.float32), histories)
+        scores = np.full((histories.shape[0], self.n_items), -np.inf, np.float32)
+        scores[:, self.kept] = histories[:, self.kept] @ self.weights
+        return mask_empty(scores, histories)
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        position = np.full(self.n_items, -1, np.int64)
+        position[self.kept] = np.arange(len(self.kept))
+        scores = np.full((len(items), self.n_items), -np.inf, np.float32)
+        known = position[items] >= 0
+        block = scores[known]
+        block[:, self.kept] = self.weights[position[items[known]]]
+        scores[known] = block
+        return scores
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"kept": self.kept, "weights": self.weights}
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        self.kept = state["kept"]
+        self.weights = state["weights"]
+
+
+def _ease_weights(x: sp.csc_matrix, reg: float) -> np.ndarray:
+    """B for the columns of x, computed in place in one n × n float32 array."""
+    n = x.shape[1]
+    gram = np.empty((n, n), np.float32)
+    xt = sp.csr_matrix(x.T)
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        gram[:, start:stop] = (xt @ x[:, start:stop]).toarray()
+    gram[np.diag_indices(n)] += reg
+    # potrf/potri invert through a Cholesky factor in place; the transpose is the Fortran
+    # view LAPACK wants and, the matrix being symmetric, the same matrix.
+    factor, info = scipy.linalg.lapack.spotrf(gram.T, lower=False, overwrite_a=True)
+    if info != 0:
+        raise ModelFitError(f"ease: XᵀX + λI is not positive definite (lapack info {info})")
+    upper, info = scipy.linalg.lapack.spotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise ModelFitError(f"ease: inverting XᵀX + λI failed (lapack info {info})")
+    inverse = _symmetrise_upper(upper).T  # C-ordered again, for fast sparse @ dense
+    diagonal = np.diag(inverse).copy()
+    inverse /= -diagonal[None, :]
+    inverse[np.diag_indices(n)] = 0.0
+    return inverse
+
+
+def _symmetrise_upper(a: np.ndarray) -> np.ndarray:
+    """Copy the upper triangle onto the lower one, block by block to stay in place."""
+    n = a.shape[0]
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        a[start:stop, :start] = a[:start, start:stop].T
+        square = a[start:stop, start:stop]
+        a[start:stop, start:stop] = np.triu(square) + np.triu(square, 1).T
+    return a
