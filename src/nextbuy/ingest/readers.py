@@ -100,7 +100,7 @@ def _csv_batches(stream: BinaryIO, raw: BinaryIO, delimiter: str, path: Path) ->
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(
-                column_names=header, block_size=16 << 20, use_threads=True
+                column_names=header, block_size=4 << 20, use_threads=True
             ),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(

@@ -93,6 +93,7 @@ USER_STORE_COLUMNS = (
 )
 
 ROWS_PER_STATEMENT = 500
+SLICE_ROWS = 20_000
 SQLITE_MAX_VARIABLES = 32_766
 
 # Every table holding rows about a user, with the column naming them: erasure walks this list,
@@ -171,9 +172,8 @@ class SQLiteStore:
             return AppendResult(0, 0)
         frame = events.rename(columns={"timestamp": "ts"})
         # Binding values one by one is the cost of an import: bind only columns that hold data,
-        # many rows per statement.
+        # many rows per statement, and build the values a slice at a time to bound memory.
         columns = tuple(c for c in EVENT_COLUMNS if c in frame and frame[c].notna().any())
-        values = [v for row in _rows(frame, columns) for v in row]
         width = len(columns)
         per_statement = max(1, min(ROWS_PER_STATEMENT, SQLITE_MAX_VARIABLES // width))
         row_sql = "(" + ",".join("?" * width) + ")"
@@ -182,13 +182,17 @@ class SQLiteStore:
         n = len(frame)
         with self.atomic():
             before = self._conn.total_changes
-            cut = (n // per_statement) * per_statement
-            step = per_statement * width
-            for start in range(0, cut * width, step):
-                self._conn.execute(full_sql, values[start : start + step])
-            if cut < n:
-                tail_sql = head + ",".join([row_sql] * (n - cut))
-                self._conn.execute(tail_sql, values[cut * width :])
+            for start in range(0, n, SLICE_ROWS):
+                part = frame.iloc[start : start + SLICE_ROWS]
+                values = [v for row in _rows(part, columns) for v in row]
+                rows = len(part)
+                cut = (rows // per_statement) * per_statement
+                step = per_statement * width
+                for offset in range(0, cut * width, step):
+                    self._conn.execute(full_sql, values[offset : offset + step])
+                if cut < rows:
+                    tail_sql = head + ",".join([row_sql] * (rows - cut))
+                    self._conn.execute(tail_sql, values[cut * width :])
             stored = self._conn.total_changes - before
         return AppendResult(stored=stored, duplicates=n - stored)
 
