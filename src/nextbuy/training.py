@@ -91,6 +91,9 @@ def _truth(
     data: InteractionMatrix, validation: pd.DataFrame, weights: dict[str, float], exclude_seen: bool
 ) -> sp.csr_matrix:
     positive = validation[validation["event_type"].map(weights).fillna(0) > 0]
+    # The engine predicts what customers buy next: where purchases exist, they are the truth.
+    if (positive["event_type"] == "purchase").any():
+        positive = positive[positive["event_type"] == "purchase"]
     rows = positive["user_id"].map(data.user_index)
     cols = positive["item_id"].map(data.item_index)
     known = rows.notna() & cols.notna()
