@@ -1,0 +1,571 @@
+"""Fit models on a split's training part and score their top-k lists on its test part.
+
+Three protocols say what counts as a hit:
+
+- ``"discovery"`` (default): items a user had in training are neither recommended nor counted
+  as relevant, so "buy it again" cannot inflate the numbers of a shop with repeat purchases.
+- ``"repeat"``: nothing is excluded; a repurchase is a hit. A user's-own-history baseline
+  (``own_history``) is added, the bar every model must clear there.
+- ``"standard"``: training items are excluded from the lists, every test interaction is
+  relevant (the MovieLens protocol of Microsoft Recommenders and most papers).
+
+Random and popularity baselines are always added, so every table says what "better" means.
+Users first seen in the test period are evaluated with the list a model gives an empty
+history; lists shorter than k (a personal model has nothing to say about a new user) are
+topped up with the most popular items, as a storefront would. Items first seen in the test
+period stay in the truth: no model can recommend them, and the split summary says how much
+of the truth they are.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from nextbuy.errors import ConfigError, DataError, NextbuyError
+from nextbuy.evaluation import metrics
+from nextbuy.evaluation.splits import Split
+from nextbuy.matrix import InteractionMatrix, from_frame
+from nextbuy.models.base import Recommender
+from nextbuy.models.blend import OwnHistory
+from nextbuy.models.popularity import PopularityModel
+from nextbuy.models.random_model import RandomModel
+from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
+
+Protocol = Literal["standard", "discovery", "repeat"]
+PROTOCOLS: tuple[str, ...] = ("standard", "discovery", "repeat")
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
+RANKING_METRICS: tuple[str, ...] = ("ndcg", "recall", "precision", "map", "mrr", "hit_rate")
+BASELINE_TYPES: tuple[type[Recommender], ...] = (RandomModel, PopularityModel, OwnHistory)
+MAX_CATEGORY_SEGMENTS = 12  # the rest are pooled as "other" so the table stays readable
+IMPLICIT_EVENT = "interaction"  # event type given to frames that have none
+
+__all__ = [
+    "DEFAULT_KS",
+    "PROTOCOLS",
+    "EvaluationResult",
+    "EvaluationSetup",
+    "evaluate_models",
+    "fill_with_popular",
+    "prepare",
+    "recommend_lists",
+]
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass(frozen=True)
+class EvaluationSetup:
+    """What every model is scored against; built once per split and protocol."""
+
+    data: InteractionMatrix  # the training matrix models are fitted on
+    protocol: str
+    user_ids: np.ndarray  # the evaluated users
+    histories: sp.csr_matrix  # their training rows (empty for users new in test)
+    exclude: sp.csr_matrix | None  # what may not be recommended (None under "repeat")
+    truth: sp.csr_matrix  # evaluated users × (training items, then items new in test)
+    truth_item_ids: np.ndarray
+    train_events: np.ndarray  # training events of each evaluated user (0 = new user)
+    popularity: np.ndarray  # distinct training users per training item
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.truth.shape[0])
+
+
+def prepare(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    protocol: Protocol = "discovery",
+    *,
+    weights: Mapping[str, float] | None = None,
+    half_life_days: float | None = None,
+    relevant_events: Sequence[str] | None = None,
+) -> EvaluationSetup:
+    """Build the training matrix, the evaluated users, their histories, exclusions and truth.
+
+    Relevant test events are those of `relevant_events`, by default every event type with a
+    positive weight (so cancellations and removals from a cart are never "relevant").
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    weights = _weights_for(train, weights)
+    data = from_frame(_with_event_type(train), weights, half_life_days)
+    if data.n_users == 0 or data.n_items == 0:
+        raise DataError("the training part of the split holds no weighted interaction")
+    relevant = _relevant_rows(_with_event_type(test), weights, relevant_events)
+    user_ids = _extend(data.user_ids, relevant["user_id"])
+    item_ids = _extend(data.item_ids, relevant["item_id"])
+    truth = _binary(relevant, user_ids, item_ids)
+    seen = _resize(data.matrix, truth.shape)
+    if protocol == "discovery":
+        truth = metrics.remove_seen(truth, seen)
+    users = metrics.users_with_truth(truth)
+    histories = _resize(data.matrix, (truth.shape[0], data.n_items))[users]
+    exclude = None if protocol == "repeat" else sp.csr_matrix(histories, dtype=bool)
+    events = _resize(data.counts, (truth.shape[0], data.n_items))[users].sum(axis=1)
+    setup = EvaluationSetup(
+        data=data,
+        protocol=protocol,
+        user_ids=user_ids[users],
+        histories=sp.csr_matrix(histories),
+        exclude=exclude,
+        truth=sp.csr_matrix(truth[users]),
+        truth_item_ids=item_ids,
+        train_events=np.asarray(events).ravel(),
+        popularity=np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.float64),
+    )
+    setup.summary.update(_setup_summary(setup, relevant))
+    return setup
+
+
+def _weights_for(train: pd.DataFrame, weights: Mapping[str, float] | None) -> dict[str, float]:
+    out = dict(DEFAULT_EVENT_WEIGHTS if weights is None else weights)
+    if "event_type" not in train.columns:
+        out.setdefault(IMPLICIT_EVENT, 1.0)
+    return out
+
+
+def _with_event_type(df: pd.DataFrame) -> pd.DataFrame:
+    """Frames without event types are taken as one kind of positive interaction."""
+    return df if "event_type" in df.columns else df.assign(event_type=IMPLICIT_EVENT)
+
+
+def _relevant_rows(
+    test: pd.DataFrame, weights: Mapping[str, float], relevant_events: Sequence[str] | None
+) -> pd.DataFrame:
+    chosen = (
+        set(relevant_events)
+        if relevant_events is not None
+        else {e for e, w in weights.items() if w > 0}
+    )
+    keep = test["user_id"].notna() & test["event_type"].isin(sorted(chosen))
+    rows = test.loc[keep, ["user_id", "item_id"]]
+    return rows.astype({"user_id": str, "item_id": str})
+
+
+def _extend(known: np.ndarray, values: pd.Series) -> np.ndarray:
+    """`known` ids followed by the values not among them, in order of first appearance."""
+    unique = pd.unique(values.to_numpy(dtype=object))
+    fresh = pd.Index(unique).difference(pd.Index(known), sort=False)
+    return np.concatenate([np.asarray(known, dtype=object), np.asarray(fresh, dtype=object)])
+
+
+def _binary(rows: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+    r = pd.Index(user_ids).get_indexer(rows["user_id"])
+    c = pd.Index(item_ids).get_indexer(rows["item_id"])
+    out = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(user_ids), len(item_ids)))
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    return out
+
+
+def _resize(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The matrix with zero rows/columns appended (or columns cut) to reach `shape`."""
+    m = sp.csr_matrix(matrix)
+    coo = m.tocoo()
+    keep = (coo.row < shape[0]) & (coo.col < shape[1])
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=shape)
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def recommend_lists(
+    model: Recommender, setup: EvaluationSetup, k: int, *, fill: bool = True
+) -> tuple[np.ndarray, float]:
+    """Top-k item indices of every evaluated user, and the seconds the model took."""
+    start = time.perf_counter()
+    top = model.recommend(setup.histories, k, setup.exclude).items
+    seconds = time.perf_counter() - start
+    return (fill_with_popular(top, setup) if fill else top), seconds
+
+
+def fill_with_popular(top: np.ndarray, setup: EvaluationSetup) -> np.ndarray:
+    """Pad short lists with the most popular training items not excluded nor already listed."""
+    top = np.array(top, dtype=np.int64)
+    short = np.flatnonzero((top < 0).any(axis=1))
+    if not len(short):
+        return top
+    ranked = np.argsort(-setup.popularity, kind="stable")
+    ranked = ranked[setup.popularity[ranked] > 0]
+    for row in short:
+        listed = top[row][top[row] >= 0]
+        banned = listed
+        if setup.exclude is not None:
+            start, stop = setup.exclude.indptr[row], setup.exclude.indptr[row + 1]
+            banned = np.concatenate([listed, setup.exclude.indices[start:stop]])
+        pool = ranked[: top.shape[1] + len(banned)]
+        extra = pool[~np.isin(pool, banned)][: top.shape[1] - len(listed)]
+        top[row] = -1
+        top[row, : len(listed) + len(extra)] = np.concatenate([listed, extra])
+    return top
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class EvaluationResult:
+    """Every number of one evaluation: per model, per k and per segment."""
+
+    table: pd.DataFrame  # one row per model
+    by_k: pd.DataFrame  # model, k, metric, value
+    by_segment: pd.DataFrame  # model, dimension, segment, users, metrics at every k
+    split_summary: dict[str, Any]
+    protocol: str
+    ks: tuple[int, ...] = DEFAULT_KS
+    beyond_k: int = 10
+
+    @property
+    def baselines(self) -> list[str]:
+        return self.table.loc[self.table["baseline"], "model"].tolist()
+
+    def to_json(self) -> dict[str, Any]:
+        """Every number, as plain JSON values (NaN becomes null)."""
+        return _jsonable(
+            {
+                "protocol": self.protocol,
+                "ks": list(self.ks),
+                "beyond_k": self.beyond_k,
+                "split_summary": self.split_summary,
+                "table": self.table.to_dict(orient="records"),
+                "by_k": self.by_k.to_dict(orient="records"),
+                "by_segment": self.by_segment.to_dict(orient="records"),
+            }
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if value is pd.NaT or value is None:
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class _Outcome:
+    """One model's lists and timings, or why it could not be evaluated."""
+
+    top: np.ndarray | None
+    fit_seconds: float
+    recommend_seconds: float
+    error: str | None = None
+
+
+def evaluate_models(
+    split: Split,
+    models: Mapping[str, Recommender],
+    *,
+    protocol: Protocol = "discovery",
+    ks: Sequence[int] = DEFAULT_KS,
+    items: pd.DataFrame | None = None,
+    weights: Mapping[str, float] | None = None,
+    half_life_days: float | None = None,
+    segment_by_category: bool = True,
+    baselines: bool = True,
+    relevant_events: Sequence[str] | None = None,
+    fill: bool = True,
+) -> EvaluationResult:
+    """Fit each (unfitted) model on `split.train` and evaluate it on `split.test`.
+
+    The models are fitted in place. A model that fails to fit (say EASE on too large a
+    catalogue) gets a row with its error and no numbers rather than stopping the others.
+    """
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"ks must be positive cut-offs, got {ks}")
+    setup = prepare(
+        split.train,
+        split.test,
+        protocol,
+        weights=weights,
+        half_life_days=half_life_days,
+        relevant_events=relevant_events,
+    )
+    if setup.n_users == 0:
+        raise DataError("no test user has a relevant interaction left to evaluate on")
+    roster = _with_baselines(models, protocol, baselines)
+    outcomes = {name: _run(model, setup, max(ks), items, fill) for name, model in roster.items()}
+    context = _BeyondContext.build(setup, roster, items, ks)
+    rows, long_rows, segments = [], [], []
+    for name, outcome in outcomes.items():
+        row, per_user = _model_row(name, roster[name], outcome, setup, context)
+        rows.append(row)
+        long_rows.extend(_by_k_rows(name, outcome, per_user, setup, context))
+        if per_user is not None:
+            segments.append(_segments(name, outcome, per_user, setup, context, segment_by_category))
+    beyond_k = context.beyond_k
+    summary = {**_split_summary(split), **setup.summary, "protocol": protocol, "ks": list(ks)}
+    summary.update(beyond_k=beyond_k, fill_with_popular=fill, half_life_days=half_life_days)
+    return EvaluationResult(
+        table=pd.DataFrame(rows),
+        by_k=pd.DataFrame(long_rows, columns=["model", "k", "metric", "value"]),
+        by_segment=pd.concat(segments, ignore_index=True) if segments else pd.DataFrame(),
+        split_summary=summary,
+        protocol=protocol,
+        ks=ks,
+        beyond_k=beyond_k,
+    )
+
+
+def _with_baselines(
+    models: Mapping[str, Recommender], protocol: str, baselines: bool
+) -> dict[str, Recommender]:
+    roster = dict(models)
+    if not baselines:
+        if not roster:
+            raise ConfigError("no model to evaluate")
+        return roster
+    wanted: dict[str, Recommender] = {"random": RandomModel(), "popularity": PopularityModel()}
+    if protocol == "repeat":
+        wanted["own_history"] = OwnHistory()
+    for name, model in wanted.items():
+        if not any(isinstance(m, type(model)) for m in roster.values()):
+            roster.setdefault(name, model)
+    return roster
+
+
+def _run(
+    model: Recommender,
+    setup: EvaluationSetup,
+    k: int,
+    items: pd.DataFrame | None,
+    fill: bool,
+) -> _Outcome:
+    start = time.perf_counter()
+    try:
+        model.fit(setup.data, items)
+    except NextbuyError as exc:
+        return _Outcome(None, time.perf_counter() - start, math.nan, f"{exc}")
+    fit_seconds = time.perf_counter() - start
+    top, recommend_seconds = recommend_lists(model, setup, k, fill=fill)
+    return _Outcome(top, fit_seconds, recommend_seconds)
+
+
+@dataclass
+class _BeyondContext:
+    """Item facts shared by every model's beyond-accuracy numbers."""
+
+    ks: tuple[int, ...]
+    beyond_k: int
+    categories: np.ndarray | None  # full category per truth column, "" where unknown
+    segment_of_column: np.ndarray | None  # category segment per truth column
+    embeddings: np.ndarray | None  # ALS item factors, when an ALS model was evaluated
+
+    @classmethod
+    def build(
+        cls,
+        setup: EvaluationSetup,
+        roster: Mapping[str, Recommender],
+        items: pd.DataFrame | None,
+        ks: tuple[int, ...],
+    ) -> _BeyondContext:
+        beyond_k = 10 if 10 in ks else max(ks)
+        categories = _categories(items, setup.truth_item_ids)
+        segment_of_column = None if categories is None else _category_segments(categories, setup)
+        return cls(ks, beyond_k, categories, segment_of_column, _als_factors(roster))
+
+
+def _categories(items: pd.DataFrame | None, item_ids: np.ndarray) -> np.ndarray | None:
+    """The category of each item, "" where unknown; None when fewer than two categories."""
+    if items is None or not {"item_id", "category"} <= set(items.columns):
+        return None
+    table = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates(
+        "item_id", keep="last"
+    )
+    per_item = table.set_index("item_id")["category"].reindex([str(i) for i in item_ids])
+    values = per_item.where(per_item.notna(), "").astype(str).to_numpy()
+    known = values[values != ""]
+    return values if np.unique(known).size >= 2 else None
+
+
+def _category_segments(categories: np.ndarray, setup: EvaluationSetup) -> np.ndarray:
+    """Top-level category per truth column; the less frequent ones pooled as "other"."""
+    top_level = np.array([c.split(">")[0].strip() or "(none)" for c in categories], dtype=object)
+    weight = np.bincount(setup.truth.indices, minlength=len(categories))
+    totals = pd.Series(weight).groupby(top_level).sum().sort_values(ascending=False)
+    kept = set(totals.index[:MAX_CATEGORY_SEGMENTS])
+    return np.array([c if c in kept else "other" for c in top_level], dtype=object)
+
+
+def _als_factors(roster: Mapping[str, Recommender]) -> np.ndarray | None:
+    from nextbuy.models.mf import ALSModel
+
+    for model in roster.values():
+        if isinstance(model, ALSModel) and model.item_factors.size:
+            return model.item_factors
+    return None
+
+
+def _model_row(
+    name: str,
+    model: Recommender,
+    outcome: _Outcome,
+    setup: EvaluationSetup,
+    context: _BeyondContext,
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    row: dict[str, Any] = {
+        "model": name,
+        "baseline": isinstance(model, BASELINE_TYPES),
+        "n_users_evaluated": setup.n_users,
+    }
+    if outcome.top is None:
+        row.update(fit_seconds=outcome.fit_seconds, recommend_seconds=math.nan)
+        row["error"] = outcome.error
+        return row, None
+    per_user = metrics.ranking_metrics(outcome.top, setup.truth, context.ks)
+    means = metrics.summarise(per_user)
+    for metric in RANKING_METRICS:
+        row.update({f"{metric}@{k}": means[f"{metric}@{k}"] for k in context.ks})
+    row.update(_beyond(outcome.top[:, : context.beyond_k], setup, context))
+    row.update(fit_seconds=outcome.fit_seconds, recommend_seconds=outcome.recommend_seconds)
+    row["error"] = None
+    return row, per_user
+
+
+def _beyond(top: np.ndarray, setup: EvaluationSetup, context: _BeyondContext) -> dict[str, float]:
+    n_items = setup.data.n_items
+    out = {
+        "coverage": metrics.catalog_coverage(top, n_items),
+        "diversity": math.nan,
+        "novelty": metrics.novelty(top, setup.popularity, n_users=setup.data.n_users),
+        "popularity_bias": metrics.popularity_bias(top, setup.popularity),
+        "personalisation": metrics.personalisation(top, n_items),
+    }
+    if context.categories is not None:
+        cats = context.categories[:n_items]
+        out["diversity_category"] = metrics.intra_list_diversity(top, item_categories=cats)
+    if context.embeddings is not None:
+        emb = context.embeddings
+        out["diversity_embedding"] = metrics.intra_list_diversity(top, item_embeddings=emb)
+    out["diversity"] = out.get("diversity_category", out.get("diversity_embedding", math.nan))
+    return out
+
+
+def _by_k_rows(
+    name: str,
+    outcome: _Outcome,
+    per_user: dict[str, np.ndarray] | None,
+    setup: EvaluationSetup,
+    context: _BeyondContext,
+) -> list[tuple[str, int, str, float]]:
+    if per_user is None or outcome.top is None:
+        return []
+    means = metrics.summarise(per_user)
+    rows = [(name, k, m, means[f"{m}@{k}"]) for k in context.ks for m in RANKING_METRICS]
+    for k in context.ks:
+        top = outcome.top[:, :k]
+        rows.append((name, k, "coverage", metrics.catalog_coverage(top, setup.data.n_items)))
+        rows.append((name, k, "popularity_bias", metrics.popularity_bias(top, setup.popularity)))
+    return rows
+
+
+def _segments(
+    name: str,
+    outcome: _Outcome,
+    per_user: dict[str, np.ndarray],
+    setup: EvaluationSetup,
+    context: _BeyondContext,
+    by_category: bool,
+) -> pd.DataFrame:
+    labels = metrics.user_segments(setup.train_events)
+    frames = [_tag(metrics.metrics_by_segment(per_user, labels), name, "user_activity")]
+    if by_category and context.segment_of_column is not None and outcome.top is not None:
+        frames.append(_tag(_category_metrics(outcome.top, setup, context), name, "category"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _tag(frame: pd.DataFrame, model: str, dimension: str) -> pd.DataFrame:
+    out = frame.reset_index()
+    out.insert(0, "dimension", dimension)
+    out.insert(0, "model", model)
+    return out
+
+
+def _category_metrics(
+    top: np.ndarray, setup: EvaluationSetup, context: _BeyondContext
+) -> pd.DataFrame:
+    """Metrics against the test items of one category at a time, for users who had one."""
+    assert context.segment_of_column is not None
+    segment_of_column = context.segment_of_column
+    rows = []
+    for segment in pd.unique(segment_of_column[setup.truth.indices]):
+        keep = (segment_of_column == segment).astype(np.float32)
+        truth = sp.csr_matrix(setup.truth @ sp.diags(keep))
+        truth.eliminate_zeros()
+        users = metrics.users_with_truth(truth)
+        means = metrics.summarise(metrics.ranking_metrics(top[users], truth[users], context.ks))
+        rows.append({"segment": segment, "users": len(users), **means})
+    frame = pd.DataFrame(rows).sort_values("users", ascending=False)
+    return frame.set_index("segment")
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _setup_summary(setup: EvaluationSetup, relevant: pd.DataFrame) -> dict[str, Any]:
+    data = setup.data
+    known_users = pd.Index(data.user_ids)
+    known_items = pd.Index(data.item_ids)
+    new_user_mask = ~pd.Index(setup.user_ids).isin(known_users)
+    truth_cols = setup.truth.indices
+    return {
+        "train_users": data.n_users,
+        "train_items": data.n_items,
+        "relevant_test_interactions": len(relevant),
+        "relevant_test_users": int(relevant["user_id"].nunique()),
+        "relevant_on_new_items": int((~relevant["item_id"].isin(known_items)).sum()),
+        "users_evaluated": setup.n_users,
+        "new_users_evaluated": int(new_user_mask.sum()),
+        "truth_pairs": int(setup.truth.nnz),
+        "truth_pairs_on_new_items": int((truth_cols >= data.n_items).sum()),
+    }
+
+
+def _split_summary(split: Split) -> dict[str, Any]:
+    segments = split.segments_of_test()
+    summary: dict[str, Any] = {
+        "split": split.protocol,
+        "split_params": dict(split.params),
+        "train_rows": len(split.train),
+        "validation_rows": len(split.validation),
+        "test_rows": len(split.test),
+        "test_users": int(split.test["user_id"].nunique()),
+        "test_items": int(split.test["item_id"].nunique()),
+        "validation_cut": _iso(split.validation_cut),
+        "test_cut": _iso(split.test_cut),
+        **segments.summary(),
+    }
+    for part in ("train", "test"):
+        frame = getattr(split, part)
+        if "timestamp" in frame.columns and len(frame):
+            times = pd.to_datetime(frame["timestamp"], utc=True)
+            summary[f"{part}_start"] = _iso(times.min())
+            summary[f"{part}_end"] = _iso(times.max())
+    return summary
+
+
+def _iso(moment: pd.Timestamp | None) -> str | None:
+    return None if moment is None or pd.isna(moment) else pd.Timestamp(moment).isoformat()

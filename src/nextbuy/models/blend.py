@@ -1,0 +1,186 @@
+"""Blends of several recommenders, and the "buy it again" baseline of a user's own history.
+
+A `Blend` adds up its members' scores after putting each on a common scale per user, since
+an EASE score, an ALS dot product and a kNN similarity sum have nothing in common but their
+order. With weights tuned on a validation split it is how nextbuy beats each single model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from nextbuy.errors import ConfigError
+from nextbuy.matrix import InteractionMatrix
+from nextbuy.models.base import Recommender
+
+Normalise = Literal["zscore", "minmax", "max", "rank"]
+NORMALISATIONS: tuple[str, ...] = ("zscore", "minmax", "max", "rank")
+RANK_OFFSET = 60.0  # reciprocal rank fusion's k: damps the gap between the first few ranks
+MemberSpec = Mapping[str, Any]  # {"model": registry name, "params": {...}}
+
+
+class Blend(Recommender):
+    """A weighted sum of member models' per-user normalised scores.
+
+    `members` are unfitted or fitted `Recommender`s, or specs ``{"model": name, "params": {}}``.
+    Per user and member, scores are put on one scale by `normalise`: "zscore" (minus the mean
+    over recommendable items, over their standard deviation), "minmax" (0..1), "max" (divided
+    by the largest absolute score) or "rank" (1 / (60 + rank), reciprocal rank fusion). An item
+    a member cannot recommend (-inf) gets that member's lowest value for the user; an item no
+    member can recommend stays -inf. `refit=False` keeps members that are already fitted on the
+    same items (tuning the weights then costs no refit).
+    """
+
+    name = "blend"
+
+    def __init__(
+        self,
+        members: Sequence[Recommender | MemberSpec] = (),
+        weights: Sequence[float] | None = None,
+        normalise: Normalise = "zscore",
+        refit: bool = True,
+    ) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("blend needs at least one member model")
+        if normalise not in NORMALISATIONS:
+            raise ConfigError(f"blend normalise must be one of {', '.join(NORMALISATIONS)}")
+        self.models = [_as_model(m) for m in members]
+        self.members = [{"model": m.name, "params": m.params()} for m in self.models]
+        weights = [1.0] * len(self.models) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(self.models):
+            raise ConfigError(f"blend has {len(self.models)} members but {len(weights)} weights")
+        if not any(weights):
+            raise ConfigError("blend needs at least one nonzero weight")
+        self.weights = weights
+        self.normalise = normalise
+        self.refit = refit
+
+    def _fit(self, data: InteractionMatrix, items: pd.DataFrame | None) -> None:
+        for model in self.models:
+            if self.refit or model.item_ids is None:
+                model.fit(data, items)
+            elif not np.array_equal(model.item_ids, data.item_ids):
+                raise ConfigError(
+                    f"blend member {model.name!r} was fitted on other items; use refit=True"
+                )
+
+    def _score(self, histories: sp.csr_matrix) -> np.ndarray:
+        return self._combine([m.score(histories) if w else None for w, m in self._pairs()])
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        return self._combine([m._similar(items) if w else None for w, m in self._pairs()])
+
+    def _pairs(self) -> list[tuple[float, Recommender]]:
+        return list(zip(self.weights, self.models, strict=True))
+
+    def _combine(self, parts: list[np.ndarray | None]) -> np.ndarray:
+        """Weighted sum of normalised parts; members of weight 0 were not scored (None)."""
+        shape = next(p.shape for p in parts if p is not None)
+        total = np.zeros(shape, np.float32)
+        reachable = np.zeros(shape, bool)
+        for weight, scores in zip(self.weights, parts, strict=True):
+            if scores is None:
+                continue
+            reachable |= np.isfinite(scores)
+            total += np.float32(weight) * normalise_rows(scores, self.normalise)
+        total[~reachable] = -np.inf
+        return total
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {}
+        for i, model in enumerate(self.models):
+            state.update({f"m{i}.{key}": value for key, value in model._state().items()})
+        return state
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        for i, model in enumerate(self.models):
+            prefix = f"m{i}."
+            model.item_ids = self.item_ids
+            model._restore({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+class OwnHistory(Recommender):
+    """What the user already has, most bought first: the "buy it again" baseline.
+
+    score = the history weight (event count × event weight, decayed when the matrix has a
+    half-life, so that recency counts there), ties broken by overall popularity. Items outside
+    the history cannot be recommended: pair it with popularity to fill the list.
+    """
+
+    name = "own_history"
+    TIE_BREAK = 1e-3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.popularity = np.zeros(0, np.float32)  # 0..1, share of the best seller's users
+
+    def _fit(self, data: InteractionMatrix, items: pd.DataFrame | None) -> None:
+        users = np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.float32)
+        self.popularity = users / max(float(users.max(initial=0.0)), 1.0)
+
+    def _score(self, histories: sp.csr_matrix) -> np.ndarray:
+        dense = histories.toarray()
+        scores = np.where(dense > 0, dense + self.TIE_BREAK * self.popularity, -np.inf)
+        return scores.astype(np.float32)
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        # an item's own history is itself, which similar_items never returns
+        return np.full((len(items), self.n_items), -np.inf, np.float32)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"popularity": self.popularity}
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        self.popularity = state["popularity"]
+
+
+def normalise_rows(scores: np.ndarray, how: str) -> np.ndarray:
+    """Each row on a common scale over its finite entries; -inf becomes the row's floor."""
+    finite = np.isfinite(scores)
+    safe = np.where(finite, scores, np.nan).astype(np.float64)
+    has_any = finite.any(axis=1, keepdims=True)
+    # rows with nothing finite warn "mean of empty slice"; they are handled below
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if how == "rank":
+            out = _reciprocal_rank(scores)
+        elif how == "zscore":
+            mean = np.nanmean(safe, axis=1, keepdims=True)
+            std = np.nanstd(safe, axis=1, keepdims=True)
+            out = (safe - mean) / np.where(std > 0, std, 1.0)
+        elif how == "minmax":
+            low = np.nanmin(safe, axis=1, keepdims=True)
+            span = np.nanmax(safe, axis=1, keepdims=True) - low
+            out = (safe - low) / np.where(span > 0, span, 1.0)
+        elif how == "max":
+            top = np.nanmax(np.abs(safe), axis=1, keepdims=True)
+            out = safe / np.where(top > 0, top, 1.0)
+        else:
+            raise ConfigError(f"unknown normalisation {how!r}")
+        floor = np.nanmin(np.where(finite, out, np.nan), axis=1, keepdims=True)
+    out = np.where(finite, out, np.where(has_any, floor, 0.0))
+    return np.nan_to_num(out, nan=0.0).astype(np.float32)
+
+
+def _reciprocal_rank(scores: np.ndarray) -> np.ndarray:
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :], axis=1)
+    return 1.0 / (RANK_OFFSET + 1.0 + ranks)
+
+
+def _as_model(member: Recommender | MemberSpec) -> Recommender:
+    if isinstance(member, Recommender):
+        return member
+    from nextbuy.models import create_model  # the registry imports this module
+
+    if not isinstance(member, Mapping) or "model" not in member:
+        raise ConfigError("blend member must be a model or {'model': name, 'params': {}}")
+    return create_model(str(member["model"]), **dict(member.get("params") or {}))
