@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nextbuy.errors import ConfigError
+from nextbuy.pipeline.rules import DEFAULT_PLACEMENTS, PlacementConfig, with_default_placements
 from nextbuy.schema import DEFAULT_EVENT_WEIGHTS, STANDARD_EVENT_TYPES
 
 CONFIG_FILENAME = "nextbuy.toml"
@@ -105,10 +106,19 @@ class Settings(BaseSettings):
     events: EventsConfig = Field(default_factory=EventsConfig)
     import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    # Request-time rules per placement; a [placements.NAME] table replaces that one only.
+    placements: dict[str, PlacementConfig] = Field(default_factory=lambda: dict(DEFAULT_PLACEMENTS))
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
     # Where the settings were read from; paths inside the file are relative to its folder.
     config_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("placements")
+    @classmethod
+    def _keep_default_placements(
+        cls, placements: dict[str, PlacementConfig]
+    ) -> dict[str, PlacementConfig]:
+        return with_default_placements(placements)
 
     @classmethod
     def settings_customise_sources(
