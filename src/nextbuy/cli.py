@@ -482,6 +482,97 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     run_server(settings, host, port)
 
 
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: [serving] host)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: [serving] port)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the REST API (OpenAPI docs at /docs); swaps to a newly promoted model by itself."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    from nextbuy.serving.keys import KeyStore
+    from nextbuy.serving.server import check_host, run_server
+
+    settings = _settings(config)
+    host = host or settings.serving.host
+    port = port or settings.serving.port
+    development = not KeyStore(settings.store_path).any_keys()
+    check_host(host, development)
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)]
+    )
+    if development:
+        err_console.print(
+            "[bold red]WARNING: no API key exists, so the API is open to anything that can "
+            f"reach {host}:{port}.[/bold red] Development mode is bound to localhost; create a "
+            "key with `nextbuy keys create --scope read --name storefront` before exposing it.",
+            soft_wrap=True,
+        )
+    err_console.print(f"nextbuy API on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    run_server(settings, host, port)
+
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+@user_errors
+def keys_create(
+    name: Annotated[str, typer.Option(help="What uses the key, e.g. storefront")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="read, write or admin (repeatable)")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Create a key; it is printed once and only a salted hash is stored."""
+    from nextbuy.serving.keys import KeyStore
+
+    key, secret = KeyStore(_settings(config).store_path).create(name, scope)
+    err_console.print(
+        f"created key {key.key_id} ({key.name}; scopes: {', '.join(sorted(key.scopes))}). "
+        "Store it now: it cannot be shown again."
+    )
+    sys.stdout.write(secret + "\n")
+
+
+@keys_app.command("list")
+@user_errors
+def keys_list(config: ConfigOption = None) -> None:
+    """Key ids, names and scopes (never the keys themselves)."""
+    from datetime import UTC, datetime
+
+    from nextbuy.serving.keys import KeyStore
+
+    table = Table(title="API keys")
+    for column in ("id", "name", "scopes", "created"):
+        table.add_column(column)
+    for key in KeyStore(_settings(config).store_path).list():
+        created = datetime.fromtimestamp(key.created_at / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(key.key_id, key.name, ", ".join(sorted(key.scopes)), created)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+@user_errors
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id or name")], config: ConfigOption = None
+) -> None:
+    """Revoke keys by id or name; a running server refuses them within a second."""
+    from nextbuy.serving.keys import KeyStore
+
+    count = KeyStore(_settings(config).store_path).revoke(key)
+    console.print(f"revoked {count} key(s)")
+
+
 DEMO_CONFIG = """\
 # nextbuy demo project: the bundled UCI Online Retail sample shop (CC BY 4.0).
 data_dir = "nextbuy-data"

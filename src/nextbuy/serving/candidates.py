@@ -1,0 +1,280 @@
+"""Candidate generators and how their lists are merged into one ranked list for the rules.
+
+Each generator returns a Segment (catalogue indices best first, raw scores, an origin).
+Segments are merged in order of trust: complements of what the shopper just bought or put
+in the cart, then the personal model, then the context and cold-start lists (page
+category, onboarding answers, trending, popular). Scores are mapped into one band per
+segment, each band below the previous, so the merged list is sorted by score and a rule's
+boost (score × factor) can move an item across positions in a way that means something:
+band scores lie in [0, 1] and keep the raw scores' proportions within a segment.
+
+Unavailable items (out of stock, deleted) never pass the merge, whatever the rules say.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nextbuy.pipeline.rules import Candidates
+from nextbuy.serving.live import Live
+from nextbuy.serving.scoring import top_for_history
+from nextbuy.serving.shopper import Shopper
+
+# Width of each origin's score band, from the top (1.0) down.
+BAND = {"complement": 0.1, "personal": 0.4, "cart": 0.4, "similar": 0.5}
+DEFAULT_BAND = 0.12
+RESERVE_SHARE = 4  # 1/4 of the candidates is kept for the segments after the first full one
+COMPLEMENTS_PER_ITEM = 3
+COMPLEMENT_POOL = 20  # partners looked at per item, before the ones already seen go
+COMPLEMENT_ANCHORS = 2  # latest purchased / carted items whose complements lead the list
+COMPLEMENT_WINDOW_MS = 6 * 3_600_000  # an intent older than this no longer leads the list
+
+
+@dataclass
+class Segment:
+    items: np.ndarray  # catalogue indices, best first
+    scores: np.ndarray
+    origin: str
+    anchors: dict[int, int] = field(default_factory=dict)  # item -> the item it came from
+    label: str | None = None  # e.g. the category a list was drawn from
+    item_labels: dict[int, str] = field(default_factory=dict)  # per item, where it varies
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Merged:
+    cands: Candidates
+    anchors: dict[int, int]
+    labels: dict[int, str]
+
+
+def personal(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segment | None:
+    """The model's top n: precomputed when nothing happened since training, else rescored."""
+    if not shopper.personal or not shopper.has_history:
+        return None
+    if shopper.trained and not shopper.recent and shopper.user_id is not None:
+        found = live.model.precomputed(shopper.user_id)
+        if found is not None:
+            return Segment(found[0][:n], found[1][:n], "personal")
+    exclude = shopper.cols if exclude_seen else None
+    items, scores = top_for_history(live.model.model, shopper.cols, shopper.vals, n, exclude)
+    return Segment(items, scores, "personal")
+
+
+def complements(live: Live, shopper: Shopper) -> Segment | None:
+    """What goes with the items the shopper just bought or put in the cart."""
+    if live.model.fbt is None or not shopper.recent:
+        return None
+    index = live.model.data.item_index
+    anchors: list[int] = []
+    since = time.time() * 1000 - COMPLEMENT_WINDOW_MS
+    for event in reversed(shopper.recent):
+        if event.ts_ms < since:
+            break
+        col = index.get(event.item_id)
+        if event.event_type in ("purchase", "add_to_cart") and col is not None:
+            if col not in anchors:
+                anchors.append(col)
+            if len(anchors) == COMPLEMENT_ANCHORS:
+                break
+    if not anchors:
+        return None
+    seen = set(shopper.cols.tolist())
+    picks: list[list[tuple[int, float]]] = []
+    for anchor in anchors:
+        items, scores = live.model.bought_together(anchor, COMPLEMENT_POOL)
+        fresh = [
+            (i, s) for i, s in zip(items.tolist(), scores.tolist(), strict=True) if i not in seen
+        ]
+        picks.append(fresh[:COMPLEMENTS_PER_ITEM])
+    items_out, scores_out, origin_of = [], [], {}
+    # interleave: the best partner of each anchor before any second one
+    for rank in range(COMPLEMENTS_PER_ITEM):
+        for anchor, found in zip(anchors, picks, strict=True):
+            if rank < len(found) and found[rank][0] not in origin_of:
+                origin_of[found[rank][0]] = anchor
+                items_out.append(found[rank][0])
+                scores_out.append(found[rank][1])
+    if not items_out:
+        return None
+    return Segment(np.asarray(items_out, np.int64), np.asarray(scores_out), "complement", origin_of)
+
+
+def trending(live: Live, category: str | None = None) -> Segment:
+    model = live.model
+    items = model.trending
+    if category:
+        allowed = live.category_items(category)
+        items = items[np.isin(items, allowed)] if len(allowed) else items[:0]
+    label = live.category_name(category) if category else None
+    return Segment(items, model.trending_scores[items], "trending", label=label)
+
+
+def popular(live: Live) -> Segment:
+    items = live.model.popular
+    return Segment(items, live.model.popularity[items], "popular")
+
+
+def category_bestsellers(live: Live, category: str) -> Segment:
+    items = live.category_items(category)
+    return Segment(items, live.popularity[items], "category", label=live.category_name(category))
+
+
+def onboarding(live: Live, shopper: Shopper) -> Segment | None:
+    """Best sellers matching what a new customer said they like."""
+    answers = shopper.profile.onboarding if shopper.profile else None
+    if answers is None or answers.empty:
+        return None
+    names: dict[int, str] = {}
+    if answers.categories:
+        pools = []
+        for category in answers.categories:
+            pool = live.category_items(category)
+            if len(pool):
+                pools.append(pool)
+                name = live.category_name(category)
+                names.update((i, name) for i in pool.tolist() if i not in names)
+        items = _round_robin(pools)
+    else:
+        items = live.model.popular
+    catalog = live.catalog
+    keep = np.ones(len(items), bool)
+    if answers.brands:
+        wanted = {b.strip().casefold() for b in answers.brands}
+        brands = catalog.brand[items]
+        keep &= np.fromiter((b is not None and b.casefold() in wanted for b in brands), bool)
+    price = catalog.price[items]
+    with np.errstate(invalid="ignore"):
+        if answers.price_min is not None:
+            keep &= price >= answers.price_min
+        if answers.price_max is not None:
+            keep &= price <= answers.price_max
+    items = items[keep]
+    # interleaved categories are not in popularity order: score by rank instead
+    scores = np.linspace(1.0, 0.0, len(items) + 1)[:-1]
+    return Segment(items, scores, "onboarding", item_labels=names)
+
+
+def new_arrivals(live: Live) -> Segment:
+    items = live.fresh
+    return Segment(items, np.linspace(1.0, 0.5, len(items)), "new")
+
+
+def _round_robin(pools: list[np.ndarray]) -> np.ndarray:
+    """The first of each pool, then the seconds, ...: every chosen category gets a say."""
+    if not pools:
+        return np.zeros(0, np.int64)
+    width = max(len(p) for p in pools)
+    grid = np.full((len(pools), width), -1, np.int64)
+    for row, pool in enumerate(pools):
+        grid[row, : len(pool)] = pool
+    flat = grid.T.ravel()
+    flat = flat[flat >= 0]
+    _, first = np.unique(flat, return_index=True)
+    return flat[np.sort(first)]
+
+
+def merge(
+    live: Live,
+    segments: list[Segment | None],
+    n: int,
+    exclude: np.ndarray | None = None,
+) -> Merged:
+    """One list of at most n available candidates, best first, each item once."""
+    # One flag per catalogue item marks what may not (or no longer) be added: unavailable,
+    # excluded, already taken. Allocating it costs microseconds; set lookups cost more.
+    blocked = ~live.catalog.available
+    if exclude is not None and len(exclude):
+        blocked[exclude[(exclude >= 0) & (exclude < len(blocked))]] = True
+    items_out, scores_out, origins_out = [], [], []
+    anchors: dict[int, int] = {}
+    labels: dict[int, str] = {}
+    top, total = 1.0, 0
+    # Later segments keep a share of the candidates: a placement that caps a category
+    # (diversity) or filters one out still finds enough other items to fill k.
+    reserve = n // RESERVE_SHARE
+    for part in segments:
+        if part is None or not len(part):
+            continue
+        items = part.items
+        keep = ~blocked[items]
+        if not keep.all():
+            items = items[keep]
+        items = items[: max(n - total - reserve, reserve)]
+        width = BAND.get(part.origin, DEFAULT_BAND)
+        if len(items):
+            raw = np.asarray(part.scores, np.float64)
+            raw = (raw if keep.all() else raw[keep])[: len(items)]
+            blocked[items] = True
+            items_out.append(items)
+            scores_out.append(_band(raw, top, width))
+            origins_out.append(np.full(len(items), part.origin, dtype=object))
+            total += len(items)
+            if part.anchors:
+                anchors.update((i, part.anchors[i]) for i in items.tolist() if i in part.anchors)
+            if part.label:
+                labels.update(dict.fromkeys(items.tolist(), part.label))
+            elif part.item_labels:
+                labels.update(
+                    (i, part.item_labels[i]) for i in items.tolist() if i in part.item_labels
+                )
+        top = max(top - width, 0.0)
+        if total >= n:
+            break
+    if not items_out:
+        empty = np.zeros(0, np.int64)
+        return Merged(Candidates(empty, empty.astype(float), _none(0), _none(0)), {}, {})
+    items = np.concatenate(items_out)
+    cands = Candidates(
+        items, np.concatenate(scores_out), _none(len(items)), np.concatenate(origins_out)
+    )
+    return Merged(cands, anchors, labels)
+
+
+def insert_new_arrival(live: Live, merged: Merged, k: int, exclude: np.ndarray) -> Merged:
+    """Puts the newest new arrival not in the list at position k (its last), if any exist."""
+    fresh = live.fresh
+    if not len(fresh):
+        return merged
+    cands = merged.cands
+    pool = fresh[~np.isin(fresh, cands.items[:k])]
+    if len(exclude):
+        pool = pool[~np.isin(pool, exclude)]
+    if not len(pool):
+        return merged
+    item = int(pool[0])
+    keep = cands.items != item
+    cands = cands.take(keep)
+    at = min(k - 1, len(cands))
+    above = cands.scores[at - 1] if at > 0 else 1.0
+    below = cands.scores[at] if at < len(cands) else 0.0
+    merged.cands = Candidates(
+        np.insert(cands.items, at, item),
+        np.insert(cands.scores, at, (above + below) / 2),
+        np.insert(cands.reasons, at, None),
+        np.insert(cands.origin, at, "new"),
+    )
+    return merged
+
+
+def _band(raw: np.ndarray, top: float, width: float) -> np.ndarray:
+    """Scores into (top - width, top], order and proportions kept."""
+    finite = np.isfinite(raw)
+    lo = float(raw[finite].min()) if finite.any() else 0.0
+    hi = float(raw[finite].max()) if finite.any() else 0.0
+    if hi > lo:
+        scaled = (np.where(finite, raw, lo) - lo) / (hi - lo)
+    else:
+        scaled = np.linspace(1.0, 0.0, len(raw) + 1)[:-1]
+    return (top - width) + width * (0.05 + 0.95 * scaled)
+
+
+def _none(n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out.fill(None)
+    return out

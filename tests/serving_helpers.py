@@ -1,0 +1,146 @@
+"""A small shop project (a slice of the bundled sample) and a real `nextbuy serve` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from nextbuy.config import Settings, load_settings
+from nextbuy.datasets import load_sample_shop
+from nextbuy.ingest import ImportOptions, import_frame
+from nextbuy.registry import ModelRegistry
+from nextbuy.store import open_store
+from nextbuy.training import train_version
+
+INTERACTION_LINES = 60_000  # the sample's first weeks: ~2,500 items, ~1,000 customers
+TOPS = ("Garden", "Kitchen", "Lighting", "Toys", "Gifts")
+CHEAP = 5.0
+
+CONFIG = """\
+data_dir = "nextbuy-data"
+
+[events.custom]
+cancellation = 0.0
+stock_adjustment = 0.0
+
+[training]
+model = "ease"
+
+[placements.garden]
+k = 8
+rules = [
+    { type = "categories", include = ["Garden"] },
+    { type = "price_range", max = 5.0 },
+    { type = "exclude_purchased" },
+    { type = "diversity", max_per_brand = 3 },
+]
+"""
+
+
+def category_of(item_id: str) -> str:
+    """A planted category per item, so rules have something to hold on to."""
+    code = zlib.crc32(item_id.encode())
+    return f"{TOPS[code % len(TOPS)]} > Range {code // 7 % 3}"
+
+
+def brand_of(item_id: str) -> str:
+    return f"Brand {zlib.crc32(item_id.encode()) // 11 % 6}"
+
+
+def build_project(root: Path) -> Settings:
+    """nextbuy.toml, a store filled through the importer, and two trained EASE versions
+    (v0001 in service, v0002 registered) in `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nextbuy.toml").write_text(CONFIG, encoding="utf-8")
+    settings = load_settings(root / "nextbuy.toml")
+    shop = load_sample_shop()
+    interactions = shop.interactions.iloc[:INTERACTION_LINES]
+    items = shop.items[shop.items["item_id"].isin(set(interactions["item_id"]))].copy()
+    items["category"] = items["item_id"].map(category_of)
+    items["brand"] = items["item_id"].map(brand_of)
+    users = shop.users[shop.users["user_id"].isin(set(interactions["user_id"].dropna()))]
+    store = open_store(settings.store_path)
+    try:
+        for kind, frame in (("items", items), ("users", users), ("interactions", interactions)):
+            import_frame(store, settings, frame, f"test:{kind}", ImportOptions(kind))
+        train_version(settings, store, "ease", {"reg": 300.0})
+        train_version(settings, store, "ease", {"reg": 50.0})
+    finally:
+        store.close()
+    ModelRegistry(settings.models_dir).promote("v0001", "tests start on the first version")
+    return settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nextbuy(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nextbuy.cli", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+class Server:
+    """`nextbuy serve` in a subprocess, on a free port of localhost."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = project / f"serve-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90) -> Server:
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nextbuy.cli", "serve", "--port", str(self.port)],
+                cwd=self.project,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server not ready in {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def items_table(settings: Settings) -> pd.DataFrame:
+    store = open_store(settings.store_path)
+    try:
+        return store.items().set_index("item_id")
+    finally:
+        store.close()

@@ -1,0 +1,114 @@
+"""Serving parts without a server: online state, API keys, event validation, candidate merge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbuy.config import Settings
+from nextbuy.errors import DataError, NotFoundError
+from nextbuy.pipeline.catalog import ItemCatalog
+from nextbuy.serving.candidates import Segment, merge
+from nextbuy.serving.erasures import Erasures
+from nextbuy.serving.events import EventErrors, parse_body, validate
+from nextbuy.serving.keys import KeyStore
+from nextbuy.serving.online import OnlineEvent, OnlineState
+from nextbuy.serving.server import check_host
+
+
+def event(item: str, ts: int, key: int, kind: str = "view") -> OnlineEvent:
+    return OnlineEvent(item, kind, 1.0, ts, key)
+
+
+def test_online_state_counts_an_event_once_keeps_the_latest_and_forgets_old_shoppers() -> None:
+    state = OnlineState(max_keys=2, max_events=3)
+    state.add("u:a", [event("i1", 10, 1), event("i1", 10, 1), event("i2", 30, 2)])
+    state.add("u:a", [event("i3", 20, 3), event("i4", 40, 4)])
+    assert [e.item_id for e in state.events("u:a")] == ["i3", "i2", "i4"]  # by time
+    assert [e.item_id for e in state.events("u:a", since_ms=25)] == ["i2", "i4"]
+    state.add("u:b", [event("i1", 1, 5)])
+    state.add("u:a", [event("i5", 50, 6)])  # a is now the most recently active
+    state.add("s:c", [event("i1", 1, 7)])
+    assert state.has("u:a") and state.has("s:c") and not state.has("u:b")
+    assert state.forget("u:a") and state.events("u:a") == []
+
+
+def test_keys_are_shown_once_stored_hashed_and_checked_with_their_scopes(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "store.db")
+    assert not keys.any_keys()
+    made, secret = keys.create("storefront", ["read"])
+    assert secret.startswith(f"nbk_{made.key_id}_")
+    assert keys.any_keys()
+    assert secret.split("_", 2)[2] not in (tmp_path / "store.db").read_bytes().decode("latin-1")
+    found = keys.verify(secret)
+    assert found is not None and found.allows("read") and not found.allows("write")
+    assert keys.verify(secret[:-1] + ("x" if secret[-1] != "x" else "y")) is None
+    assert keys.verify("nbk_nothere_abc") is None and keys.verify("garbage") is None
+    _, admin_secret = keys.create("ops", ["admin"])
+    assert keys.verify(admin_secret).allows("write")  # type: ignore[union-attr]
+    with pytest.raises(DataError, match="not one of"):
+        keys.create("x", ["superuser"])
+    assert keys.revoke("storefront") == 1 and keys.verify(secret) is None
+    with pytest.raises(NotFoundError):
+        keys.revoke("storefront")
+
+
+def test_development_mode_listens_on_localhost_only() -> None:
+    check_host("127.0.0.1", development=True)
+    check_host("0.0.0.0", development=False)
+    with pytest.raises(Exception, match="no API key exists"):
+        check_host("0.0.0.0", development=True)
+
+
+def test_erasures_suppress_only_models_trained_before_the_erasure(tmp_path: Path) -> None:
+    erasures = Erasures(tmp_path / "store.db")
+    erasures.record("u1")
+    assert erasures.suppressed("u1", trained_at_ms=0)
+    assert not erasures.suppressed("u1", trained_at_ms=2**62)
+    assert not erasures.suppressed("u2", trained_at_ms=0)
+    assert Erasures(tmp_path / "store.db").suppressed("u1", 0)  # survives a restart
+
+
+def test_api_events_get_the_import_checks_and_server_time(settings: Settings) -> None:
+    events, batched = parse_body(b'{"user_id": "u", "item_id": 42, "event_type": "view"}', 10)
+    assert not batched
+    rows = validate(events, settings)
+    assert rows.loc[0, "item_id"] == "42" and pd.notna(rows.loc[0, "timestamp"])
+    assert rows["event_key"].notna().all()
+    body = b'{"events": [{"user_id": "u", "item_id": "i", "event_type": "view", "quantity": -1}]}'
+    with pytest.raises(EventErrors) as bad:
+        validate(parse_body(body, 10)[0], settings)
+    assert bad.value.detail[0]["loc"] == ["body", "events", 0, "quantity"]
+    with pytest.raises(EventErrors) as too_many:
+        parse_body(
+            b'{"events": [' + b",".join([b'{"item_id":"i","event_type":"v"}'] * 3) + b"]}", 2
+        )
+    assert too_many.value.detail[0]["msg"] == "at most 2 events per request"
+
+
+def test_two_api_events_without_event_id_never_share_a_key(settings: Settings) -> None:
+    body = b'{"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1700000000}'
+    keys = {int(validate(parse_body(body, 1)[0], settings)["event_key"][0]) for _ in range(200)}
+    assert len(keys) == 200
+
+
+class _Live:
+    """Just what `merge` reads of a Live."""
+
+    def __init__(self, catalog: ItemCatalog) -> None:
+        self.catalog = catalog
+
+
+def test_merge_keeps_each_item_once_skips_unavailable_and_keeps_segments_in_order() -> None:
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(10)], "available": [True] * 10})
+    catalog = ItemCatalog.from_frame(items, [f"i{i}" for i in range(10)]).remove("i3")
+    personal = Segment(np.array([5, 3, 1]), np.array([-2.0, -3.0, -9.0]), "personal")
+    trending = Segment(np.array([1, 2, 4, 6, 7]), np.array([9.0, 8, 7, 6, 5]), "trending")
+    merged = merge(_Live(catalog), [personal, trending], n=6, exclude=np.array([2]))  # type: ignore[arg-type]
+    cands = merged.cands
+    assert cands.items.tolist() == [5, 1, 4, 6, 7]
+    assert list(cands.origin) == ["personal", "personal", "trending", "trending", "trending"]
+    assert np.all(np.diff(cands.scores) < 0) and 0 <= cands.scores.min() <= cands.scores.max() <= 1
