@@ -573,6 +573,63 @@ def keys_revoke(
     console.print(f"revoked {count} key(s)")
 
 
+@app.command()
+@user_errors
+def tune(
+    model: Annotated[str | None, typer.Option(help="Model to tune (default: configured)")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Number of Optuna trials")] = 30,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+    metric: str = "ndcg@10",
+    config: ConfigOption = None,
+) -> None:
+    """Search hyper-parameters on the validation window only; the best are used from then on."""
+    from nextbuy.engine import TUNED_FILE, tuned_params
+    from nextbuy.evaluation.splits import temporal_split
+    from nextbuy.evaluation.tuning import tune as run_tuning
+    from nextbuy.store import open_store
+    from nextbuy.training import read_interactions
+
+    settings = _settings(config)
+    name = model or settings.training.model
+    store = open_store(settings.store_path)
+    try:
+        events = read_interactions(store)
+        items = store.items()
+    finally:
+        store.close()
+    weights = settings.events.all_weights()
+    positive = events[events["event_type"].map(weights).fillna(0) > 0]
+    positive = positive.dropna(subset=["user_id", "timestamp"])
+    # The newest window stays unseen, as in `evaluate`; tuning uses the one before it.
+    split = temporal_split(positive, test_fraction=0.2, validation_fraction=0.1)
+    protocol = "discovery" if settings.training.exclude_seen else "repeat"
+    result = _with_steps(
+        lambda step: (
+            step(f"tuning {name}: {trials} trials on the validation window"),
+            run_tuning(
+                name,
+                split,
+                n_trials=trials,
+                timeout=timeout,
+                metric=metric,
+                protocol=protocol,
+                weights=weights,
+                half_life_days=settings.training.half_life_days,
+                items=None if items.empty else items,
+            ),
+        )[1]
+    )
+    stored = tuned_params(settings)
+    stored[name] = result.best_params
+    path = settings.data_dir / TUNED_FILE
+    path.write_text(json.dumps(stored, indent=2, default=str), encoding="utf-8")
+    console.print(
+        f"{name}: validation {metric} {result.best_value:.4f} "
+        f"(defaults {result.default_value:.4f}) with {result.best_params}"
+    )
+    console.print(f"saved to {path}; `nextbuy train` uses them unless nextbuy.toml sets others")
+
+
 DEMO_CONFIG = """\
 # nextbuy demo project: the bundled UCI Online Retail sample shop (CC BY 4.0).
 data_dir = "nextbuy-data"

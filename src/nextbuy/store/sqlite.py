@@ -339,8 +339,9 @@ def _json_or_none(value: Any) -> str | None:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def _json_load(value: str | None) -> Any:
-    return json.loads(value) if value else None
+def _json_load(value: object) -> Any:
+    # Missing values come back as None or NaN depending on the column's other rows.
+    return json.loads(value) if isinstance(value, str) and value else None
 
 
 def _rows_to_batch(rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
