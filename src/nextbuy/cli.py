@@ -473,15 +473,6 @@ def _run_evaluation(
     )
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
-    try:
-        from nextbuy.serving.server import run_server
-    except ImportError:
-        console.print("the API server is not part of this build yet")
-        return
-    run_server(settings, host, port)
-
-
 @app.command()
 @user_errors
 def serve(
@@ -494,6 +485,11 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs); swaps to a newly promoted model by itself."""
+    settings = _settings(config)
+    _serve(settings, host or settings.serving.host, port or settings.serving.port)
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
     import logging
 
     from rich.logging import RichHandler
@@ -501,9 +497,6 @@ def serve(
     from nextbuy.serving.keys import KeyStore
     from nextbuy.serving.server import check_host, run_server
 
-    settings = _settings(config)
-    host = host or settings.serving.host
-    port = port or settings.serving.port
     development = not KeyStore(settings.store_path).any_keys()
     check_host(host, development)
     logging.basicConfig(
@@ -516,7 +509,10 @@ def serve(
             "key with `nextbuy keys create --scope read --name storefront` before exposing it.",
             soft_wrap=True,
         )
-    err_console.print(f"nextbuy API on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    base = f"http://{host}:{port}"
+    console.print(f"API:       {base}  (interactive docs: {base}/docs)")
+    console.print(f"dashboard: {base}/dashboard")
+    console.print("Ctrl-C stops the server.")
     run_server(settings, host, port)
 
 
