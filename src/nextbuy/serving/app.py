@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from nextbuy import __version__
 from nextbuy.config import Settings
+from nextbuy.serving.auth import AuthMiddleware, document_security
 from nextbuy.serving.errors import install_error_handlers
 from nextbuy.serving.events import EventBatch, EventIn
 from nextbuy.serving.limits import BodyLimitMiddleware
@@ -65,6 +66,9 @@ def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
     ):
         app.include_router(router)
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(AuthMiddleware, keys=state.keys)
+    # outside the key check, so a browser can read a 401 too
     if settings.serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -72,20 +76,20 @@ def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     _document_event_bodies(app)
     return app
 
 
 def _document_event_bodies(app: FastAPI) -> None:
-    """POST /v1/events parses its body by hand; add the two shapes it takes to the schema."""
+    """Security schemes, and the two body shapes POST /v1/events (parsed by hand) takes."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
+        document_security(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (EventIn, EventBatch):
             found = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -1,48 +1,87 @@
-"""API key checks as route dependencies: 401 without a valid key, 403 without the scope.
+"""API keys checked in one ASGI middleware: 401 without a valid key, 403 without the scope.
 
-With no key created yet the API is open (development mode); `nextbuy serve` then refuses
-to listen anywhere but localhost. Keys travel as `X-API-Key: <key>` or
-`Authorization: Bearer <key>`.
+Which scope a request needs follows from its method and path alone: /healthz and /readyz
+are open; /v1/admin/* needs admin; PUT, DELETE and POST /v1/events need write; everything
+else (recommendations, including POST cart and rerank, /metrics, /docs) needs read. An
+admin key passes every check. With no key created yet the API is open (development mode);
+`nextbuy serve` then refuses to listen beyond localhost.
+
+A middleware rather than a FastAPI dependency: resolving a dependency with its header
+parameters costs ~0.3 ms per request, this a few microseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import HTTPException, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nextbuy.serving.keys import ApiKey
+from nextbuy.serving.keys import KeyStore
+from nextbuy.serving.responses import problem
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
-bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
 
-Check = Callable[..., Awaitable[ApiKey | None]]
+
+def required_scope(method: str, path: str) -> str | None:
+    if path in OPEN_PATHS:
+        return None
+    if path.startswith("/v1/admin"):
+        return "admin"
+    if method in ("PUT", "DELETE", "PATCH") or (method == "POST" and path == "/v1/events"):
+        return "write"
+    return "read"
 
 
-def require(scope: str) -> Check:
-    """A dependency admitting keys with `scope` (admin keys pass every check)."""
+def presented_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip() or None
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
 
-    async def check(
-        request: Request,
-        header_key: str | None = Security(api_key_header),
-        bearer_key: HTTPAuthorizationCredentials | None = Security(bearer),
-    ) -> ApiKey | None:
-        keys = request.app.state.serving.keys
-        if not keys.any_keys():
-            return None
-        presented = header_key or (bearer_key.credentials if bearer_key else None)
-        if not presented:
-            raise HTTPException(
-                401,
-                "missing API key: send it as X-API-Key or Authorization: Bearer",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        key = keys.verify(presented)
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)  # CORS preflights carry no credentials
+            return
+        needed = required_scope(scope["method"], scope["path"])
+        if needed is None or not self.keys.any_keys():
+            await self.app(scope, receive, send)
+            return
+        presented = presented_key(scope)
+        if presented is None:
+            detail = "missing API key: send it as X-API-Key or Authorization: Bearer"
+            await problem(401, detail, CHALLENGE)(scope, receive, send)
+            return
+        key = self.keys.verify(presented)
         if key is None:
-            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        if not key.allows(scope):
-            raise HTTPException(403, f"this API key lacks the {scope!r} scope")
-        return key
+            await problem(401, "invalid API key", CHALLENGE)(scope, receive, send)
+            return
+        if not key.allows(needed):
+            await problem(403, f"this API key lacks the {needed!r} scope")(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key"] = key
+        await self.app(scope, receive, send)
 
-    return check
+
+def document_security(schema: dict[str, Any]) -> None:
+    """Declare both ways of sending a key in the OpenAPI document."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    schema["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    for path in OPEN_PATHS:
+        for operation in schema.get("paths", {}).get(path, {}).values():
+            operation["security"] = []

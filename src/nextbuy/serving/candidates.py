@@ -51,6 +51,7 @@ class Merged:
     cands: Candidates
     anchors: dict[int, int]
     labels: dict[int, str]
+    barred: np.ndarray | None = None  # per catalogue item: unavailable or excluded
 
 
 def personal(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segment | None:
@@ -188,10 +189,11 @@ def merge(
     """One list of at most n available candidates, best first, each item once."""
     # One flag per catalogue item marks what may not (or no longer) be added: unavailable,
     # excluded, already taken. Allocating it costs microseconds; set lookups cost more.
-    blocked = ~live.catalog.available
+    barred = ~live.catalog.available
     if exclude is not None and len(exclude):
-        blocked[exclude[(exclude >= 0) & (exclude < len(blocked))]] = True
-    items_out, scores_out, origins_out = [], [], []
+        barred[exclude[(exclude >= 0) & (exclude < len(barred))]] = True
+    blocked = barred.copy()
+    items_out, scores_out, origins, counts = [], [], [], []
     anchors: dict[int, int] = {}
     labels: dict[int, str] = {}
     top, total = 1.0, 0
@@ -201,76 +203,77 @@ def merge(
     for part in segments:
         if part is None or not len(part):
             continue
-        items = part.items
-        keep = ~blocked[items]
-        if not keep.all():
-            items = items[keep]
-        items = items[: max(n - total - reserve, reserve)]
+        keep = ~blocked[part.items]
+        whole = bool(keep.all())
+        items = part.items if whole else part.items[keep]
+        items = items[: min(max(n - total - reserve, reserve), n - total)]
         width = BAND.get(part.origin, DEFAULT_BAND)
         if len(items):
             raw = np.asarray(part.scores, np.float64)
-            raw = (raw if keep.all() else raw[keep])[: len(items)]
+            raw = (raw if whole else raw[keep])[: len(items)]
             blocked[items] = True
             items_out.append(items)
             scores_out.append(_band(raw, top, width))
-            origins_out.append(np.full(len(items), part.origin, dtype=object))
+            origins.append(part.origin)
+            counts.append(len(items))
             total += len(items)
             if part.anchors:
                 anchors.update((i, part.anchors[i]) for i in items.tolist() if i in part.anchors)
             if part.label:
                 labels.update(dict.fromkeys(items.tolist(), part.label))
             elif part.item_labels:
-                labels.update(
-                    (i, part.item_labels[i]) for i in items.tolist() if i in part.item_labels
-                )
+                found = part.item_labels
+                labels.update((i, found[i]) for i in items.tolist() if i in found)
         top = max(top - width, 0.0)
         if total >= n:
             break
     if not items_out:
         empty = np.zeros(0, np.int64)
-        return Merged(Candidates(empty, empty.astype(float), _none(0), _none(0)), {}, {})
+        return Merged(Candidates(empty, empty.astype(float), _none(0), _none(0)), {}, {}, barred)
     items = np.concatenate(items_out)
-    cands = Candidates(
-        items, np.concatenate(scores_out), _none(len(items)), np.concatenate(origins_out)
-    )
-    return Merged(cands, anchors, labels)
+    origin = np.repeat(np.array(origins, dtype=object), counts)
+    cands = Candidates(items, np.concatenate(scores_out), _none(len(items)), origin)
+    return Merged(cands, anchors, labels, barred)
 
 
-def insert_new_arrival(live: Live, merged: Merged, k: int, exclude: np.ndarray) -> Merged:
-    """Puts the newest new arrival not in the list at position k (its last), if any exist."""
+def insert_new_arrival(live: Live, merged: Merged, k: int) -> Merged:
+    """Puts the newest new arrival not yet in the top k at position k (its last), if any."""
     fresh = live.fresh
-    if not len(fresh):
+    if not len(fresh) or k < 1:
         return merged
     cands = merged.cands
-    pool = fresh[~np.isin(fresh, cands.items[:k])]
-    if len(exclude):
-        pool = pool[~np.isin(pool, exclude)]
-    if not len(pool):
+    top = set(cands.items[:k].tolist())
+    barred = merged.barred
+    item = next(
+        (i for i in fresh.tolist() if i not in top and (barred is None or not barred[i])), None
+    )
+    if item is None:
         return merged
-    item = int(pool[0])
-    keep = cands.items != item
-    cands = cands.take(keep)
+    rest = cands.items != item
+    if not rest.all():
+        cands = cands.take(rest)
     at = min(k - 1, len(cands))
     above = cands.scores[at - 1] if at > 0 else 1.0
     below = cands.scores[at] if at < len(cands) else 0.0
     merged.cands = Candidates(
-        np.insert(cands.items, at, item),
-        np.insert(cands.scores, at, (above + below) / 2),
-        np.insert(cands.reasons, at, None),
-        np.insert(cands.origin, at, "new"),
+        np.concatenate([cands.items[:at], [item], cands.items[at:]]),
+        np.concatenate([cands.scores[:at], [(above + below) / 2], cands.scores[at:]]),
+        np.concatenate([cands.reasons[:at], _none(1), cands.reasons[at:]]),
+        np.concatenate([cands.origin[:at], np.array(["new"], dtype=object), cands.origin[at:]]),
     )
     return merged
 
 
 def _band(raw: np.ndarray, top: float, width: float) -> np.ndarray:
-    """Scores into (top - width, top], order and proportions kept."""
-    finite = np.isfinite(raw)
-    lo = float(raw[finite].min()) if finite.any() else 0.0
-    hi = float(raw[finite].max()) if finite.any() else 0.0
-    if hi > lo:
-        scaled = (np.where(finite, raw, lo) - lo) / (hi - lo)
-    else:
-        scaled = np.linspace(1.0, 0.0, len(raw) + 1)[:-1]
+    """Scores into (top - width, top], order and proportions kept (raw is best first)."""
+    hi, lo = float(raw[0]), float(raw[-1])
+    if not (np.isfinite(hi) and np.isfinite(lo)):
+        finite = np.isfinite(raw)
+        hi = float(raw[finite].max()) if finite.any() else 0.0
+        lo = float(raw[finite].min()) if finite.any() else 0.0
+        raw = np.where(finite, raw, lo)
+    span = hi - lo
+    scaled = (raw - lo) / span if span > 0 else np.linspace(1.0, 0.0, len(raw) + 1)[:-1]
     return (top - width) + width * (0.05 + 0.95 * scaled)
 
 

@@ -243,7 +243,7 @@ def _finish(
     if exclude_items is not None and len(exclude_items):
         exclude = np.concatenate([exclude, exclude_items])
     merged = gen.merge(live, segments, n, exclude)
-    merged = gen.insert_new_arrival(live, merged, k, exclude)
+    merged = gen.insert_new_arrival(live, merged, k)
     ctx = _context(ask, shopper, k)
     out = apply_rules(list(placement.rules), ctx, merged.cands, live.catalog)
     return _respond(state, live, placement, out, shopper, merged.anchors, merged.labels)

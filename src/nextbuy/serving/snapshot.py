@@ -19,9 +19,7 @@ Loading a version (in the background, while the previous one keeps serving) does
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -41,9 +39,9 @@ from nextbuy.matrix import InteractionMatrix
 from nextbuy.models import EASE, FrequentlyBoughtTogether, Recommender, TrendingModel
 from nextbuy.models.popularity import item_popularity
 from nextbuy.registry import Version
+from nextbuy.serving.reads import read_only, sqlite_path
 from nextbuy.serving.scoring import contributions, ease_positions
 from nextbuy.store.base import Store
-from nextbuy.store.sqlite import SQLiteStore
 
 log = logging.getLogger("nextbuy.serving")
 
@@ -258,11 +256,8 @@ def _order(scores: np.ndarray) -> np.ndarray:
 
 def read_purchases(store: Store, data: InteractionMatrix) -> Purchases:
     """Every stored purchase, reduced to (user, item) -> count and last time."""
-    path = getattr(store, "path", None)
-    if isinstance(store, SQLiteStore) and path is not None:
-        grouped = _sqlite_purchases(Path(path))
-    else:
-        grouped = _scanned_purchases(store)
+    path = sqlite_path(store)
+    grouped = _scanned_purchases(store) if path is None else _sqlite_purchases(path)
     if grouped.empty:
         return Purchases()
     grouped = grouped.sort_values(["user_id", "item_id"], kind="stable").reset_index(drop=True)
@@ -282,7 +277,7 @@ def read_purchases(store: Store, data: InteractionMatrix) -> Purchases:
 def _sqlite_purchases(path: Path) -> pd.DataFrame:
     # SQLite aggregates in C; streaming every event through the Store interface would cost
     # seconds per million events, this a fraction of that.
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+    with read_only(path) as conn:
         rows = conn.execute(
             "SELECT user_id, item_id, COUNT(*), COALESCE(MAX(ts), 0) FROM events "
             "WHERE event_type = 'purchase' AND user_id IS NOT NULL GROUP BY user_id, item_id"

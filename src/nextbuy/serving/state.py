@@ -25,7 +25,7 @@ import pandas as pd
 
 from nextbuy.config import Settings, load_settings
 from nextbuy.engine import Engine
-from nextbuy.errors import NextbuyError, NotFoundError
+from nextbuy.errors import NextbuyError
 from nextbuy.pipeline.catalog import ItemCatalog
 from nextbuy.pipeline.rules import PlacementConfig
 from nextbuy.registry import ModelRegistry, Version
@@ -36,6 +36,7 @@ from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.metrics import Metrics
 from nextbuy.serving.online import SESSION, USER, OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
+from nextbuy.serving.reads import read_items, read_profiles
 from nextbuy.serving.shopper import Shopper, resolve
 from nextbuy.serving.snapshot import ModelRejected, build_serving_model
 from nextbuy.store import open_store
@@ -66,7 +67,7 @@ class ServingState:
         self.erasures = Erasures(settings.store_path)
         self.registry = ModelRegistry(settings.models_dir)
         self.online = OnlineState()
-        self.profiles = Profiles.from_frame(self.store.users())
+        self.profiles = Profiles.from_frame(read_profiles(self.store))
         self.placements = build_placements(settings.placements)
         self.live: Live | None = None
         self.last_load_error: str | None = None
@@ -127,7 +128,7 @@ class ServingState:
                 return False  # already rejected; wait for another promotion
             try:
                 self._load(version)
-            except (NextbuyError, OSError, ValueError) as exc:
+            except Exception as exc:
                 outcome = "rejected" if isinstance(exc, ModelRejected) else "failed"
                 self.metrics.model_loads.labels(outcome).inc()
                 self.last_load_error = f"{version.name}: {exc}"
@@ -281,11 +282,6 @@ class ServingState:
             self.online.forget(SESSION + session)
         self.metrics.online_shoppers.set(len(self.online))
 
-    def require_item(self, item_id: str) -> None:
-        live = self.live
-        if live is None or item_id not in live.catalog.index:
-            raise NotFoundError(f"item {item_id!r} not found")
-
 
 def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCatalog:
     """The store's catalogue over the model's items.
@@ -294,7 +290,7 @@ def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCata
     not (or no longer) in it, e.g. deleted through the API, is unavailable. Without any
     catalogue every trained item is.
     """
-    items = store.items()
+    items = read_items(store)
     if items.empty:
         return ItemCatalog.from_frame(engine.items, item_ids)
     catalog = ItemCatalog.from_frame(items, item_ids)

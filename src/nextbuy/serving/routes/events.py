@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from nextbuy.serving.auth import require
 from nextbuy.serving.events import EventErrors, parse_body, validate
 from nextbuy.serving.responses import JSONResponse, problem
 from nextbuy.serving.schemas import EventsAccepted
 from nextbuy.serving.state import ServingState
 
-router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require("write"))])
+router = APIRouter(prefix="/v1", tags=["events"])
 
 EXAMPLE = {"user_id": "17850", "item_id": "85123A", "event_type": "purchase"}
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from nextbuy.serving.auth import require
 from nextbuy.serving.responses import JSONResponse
 from nextbuy.serving.state import ServingState
 
@@ -27,7 +26,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model_version": live.model.version})
 
 
-@router.get("/metrics", dependencies=[Depends(require("read"))])
+@router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: requests and latency per route, events per type, model version,
     cold-start fallbacks."""

@@ -1,32 +1,38 @@
-"""Recommendation routes (scope: read)."""
+"""Recommendation routes (scope: read).
+
+The GET routes read their parameters by hand (see nextbuy.serving.params): they are the
+hot path, and FastAPI's per-parameter validation would cost more than the recommendation.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Request
 
 from nextbuy.serving import recommend
-from nextbuy.serving.auth import require
+from nextbuy.serving.params import Param, documented, parse
 from nextbuy.serving.recommend import Ask
 from nextbuy.serving.responses import JSONResponse
 from nextbuy.serving.schemas import CartRequest, Recommendations, RerankRequest
 from nextbuy.serving.state import ServingState
 
-router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[Depends(require("read"))])
+router = APIRouter(prefix="/v1", tags=["recommendations"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=256)]
-ItemId = Annotated[str, Path(min_length=1, max_length=256)]
-K = Annotated[int | None, Query(ge=1, le=100, description="List length (default: placement's).")]
-PlacementName = Annotated[
-    str | None, Query(max_length=64, description="Rules to apply (nextbuy.toml [placements]).")
-]
-Session = Annotated[str | None, Query(min_length=1, max_length=256)]
-Category = Annotated[
-    str | None, Query(max_length=256, description="Category of the page shown (cold start).")
-]
+USER = Param("user_id", "path", description="The shop's customer id (unknown ids are fine).")
+ITEM = Param("item_id", "path", description="A product id.")
+SESSION_PATH = Param("session_id", "path", description="An anonymous visitor's session id.")
+K = Param("k", kind=int, ge=1, le=100, description="List length (default: the placement's).")
+PLACEMENT = Param("placement", max_length=64, description="Rules to apply ([placements]).")
+SESSION = Param("session_id", description="The visitor's session: its events count too.")
+CATEGORY = Param("category", description="Category of the page shown (best sellers).")
+USER_QUERY = Param("user_id", description="Who is looking (for rules that know them).")
 # Query parameters with a meaning of their own; any other becomes request context.
 NAMED = frozenset({"k", "placement", "session_id", "category", "user_id"})
+
+FOR_USER = (USER, K, PLACEMENT, SESSION, CATEGORY)
+FOR_SESSION = (SESSION_PATH, K, PLACEMENT, CATEGORY)
+FOR_ITEM = (ITEM, K, PLACEMENT, USER_QUERY, SESSION)
+TRENDING = (K, CATEGORY, PLACEMENT)
+BUY_AGAIN = (USER, K, PLACEMENT)
 
 
 def _state(request: Request) -> ServingState:
@@ -34,68 +40,71 @@ def _state(request: Request) -> ServingState:
 
 
 def _context(request: Request) -> dict[str, str]:
-    return {k: v for k, v in request.query_params.items() if k not in NAMED}
+    query = request.query_params
+    if len(query) == sum(1 for name in NAMED if name in query):
+        return {}
+    return {k: v for k, v in query.items() if k not in NAMED}
 
 
-@router.get("/users/{user_id}/recommendations", response_model=Recommendations)
-async def for_user(
-    request: Request,
-    user_id: UserId,
-    k: K = None,
-    placement: PlacementName = None,
-    session_id: Session = None,
-    category: Category = None,
-) -> JSONResponse:
+def _ask(request: Request, params: tuple[Param, ...]) -> tuple[Ask, dict]:
+    values = parse(request, params)
+    ask = Ask(
+        user_id=values.get("user_id"),
+        session_id=values.get("session_id"),
+        k=values.get("k"),
+        placement=values.get("placement"),
+        category=values.get("category"),
+        context=_context(request),
+    )
+    return ask, values
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    response_model=Recommendations,
+    openapi_extra=documented(FOR_USER),
+)
+async def for_user(request: Request) -> JSONResponse:
     """Recommended for you. Unknown users get cold-start lists (never a 404): the page's
     category best sellers, their onboarding answers, trending. Any other query parameter
     (device=mobile, ...) is passed to the rules as request context."""
     state = _state(request)
-    ask = Ask(user_id, session_id, k, placement, category, _context(request))
+    ask, _ = _ask(request, FOR_USER)
     return JSONResponse(recommend.for_user(state, state.current(), ask))
 
 
-@router.get("/sessions/{session_id}/recommendations", response_model=Recommendations)
-async def for_session(
-    request: Request,
-    session_id: UserId,
-    k: K = None,
-    placement: PlacementName = None,
-    category: Category = None,
-) -> JSONResponse:
+@router.get(
+    "/sessions/{session_id}/recommendations",
+    response_model=Recommendations,
+    openapi_extra=documented(FOR_SESSION),
+)
+async def for_session(request: Request) -> JSONResponse:
     """Recommendations for an anonymous visitor, from their session's events only."""
     state = _state(request)
-    ask = Ask(None, session_id, k, placement, category, _context(request))
+    ask, _ = _ask(request, FOR_SESSION)
     return JSONResponse(recommend.for_user(state, state.current(), ask))
 
 
-@router.get("/items/{item_id}/similar", response_model=Recommendations)
-async def similar(
-    request: Request,
-    item_id: ItemId,
-    k: K = None,
-    placement: PlacementName = None,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-    session_id: Session = None,
-) -> JSONResponse:
+@router.get(
+    "/items/{item_id}/similar", response_model=Recommendations, openapi_extra=documented(FOR_ITEM)
+)
+async def similar(request: Request) -> JSONResponse:
     """Items like this one (404 for an unknown item)."""
     state = _state(request)
-    ask = Ask(user_id, session_id, k, placement, None, _context(request))
-    return JSONResponse(recommend.similar(state, state.current(), item_id, ask))
+    ask, values = _ask(request, FOR_ITEM)
+    return JSONResponse(recommend.similar(state, state.current(), values["item_id"], ask))
 
 
-@router.get("/items/{item_id}/bought-together", response_model=Recommendations)
-async def bought_together(
-    request: Request,
-    item_id: ItemId,
-    k: K = None,
-    placement: PlacementName = None,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-    session_id: Session = None,
-) -> JSONResponse:
+@router.get(
+    "/items/{item_id}/bought-together",
+    response_model=Recommendations,
+    openapi_extra=documented(FOR_ITEM),
+)
+async def bought_together(request: Request) -> JSONResponse:
     """Frequently bought together with this item (basket pairs; 404 for an unknown item)."""
     state = _state(request)
-    ask = Ask(user_id, session_id, k, placement, None, _context(request))
-    return JSONResponse(recommend.bought_together(state, state.current(), item_id, ask))
+    ask, values = _ask(request, FOR_ITEM)
+    return JSONResponse(recommend.bought_together(state, state.current(), values["item_id"], ask))
 
 
 @router.post("/recommendations/cart", response_model=Recommendations)
@@ -116,22 +125,22 @@ async def rerank(request: Request, body: RerankRequest) -> JSONResponse:
     return JSONResponse(recommend.rerank(state, state.current(), body.items, ask))
 
 
-@router.get("/trending", response_model=Recommendations)
-async def trending(
-    request: Request, k: K = None, category: Category = None, placement: PlacementName = None
-) -> JSONResponse:
+@router.get("/trending", response_model=Recommendations, openapi_extra=documented(TRENDING))
+async def trending(request: Request) -> JSONResponse:
     """What is trending (decayed recent interest), overall or in a category; new arrivals
     get a slot."""
     state = _state(request)
-    ask = Ask(None, None, k, placement, category, _context(request))
+    ask, _ = _ask(request, TRENDING)
     return JSONResponse(recommend.trending(state, state.current(), ask))
 
 
-@router.get("/users/{user_id}/buy-again", response_model=Recommendations)
-async def buy_again(
-    request: Request, user_id: UserId, k: K = None, placement: PlacementName = None
-) -> JSONResponse:
+@router.get(
+    "/users/{user_id}/buy-again",
+    response_model=Recommendations,
+    openapi_extra=documented(BUY_AGAIN),
+)
+async def buy_again(request: Request) -> JSONResponse:
     """Items the user bought before, by frequency and recency; available items only."""
     state = _state(request)
-    ask = Ask(user_id, None, k, placement, None, _context(request))
+    ask, _ = _ask(request, BUY_AGAIN)
     return JSONResponse(recommend.buy_again(state, state.current(), ask))
