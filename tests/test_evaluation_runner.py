@@ -301,13 +301,19 @@ def test_blend_rejects_bad_parameters() -> None:
         Blend([EASE()], normalise="softmax")  # type: ignore[arg-type]
 
 
-def test_normalise_rows_puts_unreachable_items_at_the_floor() -> None:
-    scores = np.array([[3.0, -np.inf, 1.0, 2.0], [-np.inf] * 4], np.float32)
+def test_normalise_rows_puts_unreachable_items_below_every_reachable_one() -> None:
+    scores = np.array(
+        [[3.0, -np.inf, 1.0, 2.0], [-np.inf] * 4, [-np.inf, 5.0, -np.inf, -np.inf]], np.float32
+    )
     for how in ("zscore", "minmax", "max", "rank"):
         out = normalise_rows(scores, how)
         assert np.isfinite(out).all()
-        assert out[0, 0] > out[0, 3] > out[0, 2] >= out[0, 1]
-        assert (out[1] == 0).all()
+        assert out[0, 0] > out[0, 3] > out[0, 2] > out[0, 1]
+        assert (out[1] == 0).all()  # nothing to say: no opinion
+        # a single recommendable item (one bought product) still stands above the rest
+        assert out[2, 1] > out[2, 0] == out[2, 2] == out[2, 3]
+    z = normalise_rows(scores[:1], "zscore")[0, [0, 2, 3]]
+    assert z.mean() == pytest.approx(0.0, abs=1e-6) and z.std() == pytest.approx(1.0)
 
 
 def test_own_history_round_trips(split: Split, tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ SpaceFunction = Callable[[optuna.Trial, Mapping[str, Any]], dict[str, Any]]
 SearchSpace = Mapping[str, ParamSpec] | SpaceFunction
 
 FACTOR_CHOICES: tuple[int, ...] = (16, 32, 64, 128)
+# a negative weight on a best-seller list pushes a blend away from the obvious (popularity debias)
+NON_PERSONAL: frozenset[str] = frozenset({"popularity", "trending"})
 
 __all__ = ["DEFAULT_SPACES", "TuningResult", "suggest", "tune"]
 
@@ -57,13 +59,20 @@ def _itemknn_space(trial: optuna.Trial, fixed: Mapping[str, Any]) -> dict[str, A
 
 
 def _blend_space(trial: optuna.Trial, fixed: Mapping[str, Any]) -> dict[str, Any]:
-    members = fixed.get("members") or ()
+    members = list(fixed.get("members") or ())
     # the first weight stays 1: scaling every weight alike changes no list
-    weights = [1.0] + [trial.suggest_float(f"weight_{i}", 0.0, 1.5) for i in range(1, len(members))]
+    weights = [1.0]
+    for i, member in enumerate(members[1:], start=1):
+        low = -1.0 if _member_name(member) in NON_PERSONAL else 0.0
+        weights.append(trial.suggest_float(f"weight_{i}", low, 1.5))
     params: dict[str, Any] = {"weights": weights}
     if "normalise" not in fixed:
         params["normalise"] = trial.suggest_categorical("normalise", ["zscore", "minmax", "rank"])
     return params
+
+
+def _member_name(member: Any) -> str:
+    return member.name if isinstance(member, Recommender) else str(member.get("model", ""))
 
 
 DEFAULT_SPACES: dict[str, SearchSpace] = {

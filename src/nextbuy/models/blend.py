@@ -7,7 +7,6 @@ order. With weights tuned on a validation split it is how nextbuy beats each sin
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -32,9 +31,9 @@ class Blend(Recommender):
     Per user and member, scores are put on one scale by `normalise`: "zscore" (minus the mean
     over recommendable items, over their standard deviation), "minmax" (0..1), "max" (divided
     by the largest absolute score) or "rank" (1 / (60 + rank), reciprocal rank fusion). An item
-    a member cannot recommend (-inf) gets that member's lowest value for the user; an item no
-    member can recommend stays -inf. `refit=False` keeps members that are already fitted on the
-    same items (tuning the weights then costs no refit).
+    a member cannot recommend (-inf) sits just below that member's lowest value for the user
+    (see `normalise_rows`); an item no member can recommend stays -inf. `refit=False` keeps
+    members that are already fitted on the same items (tuning the weights then costs no refit).
     """
 
     name = "blend"
@@ -142,31 +141,37 @@ class OwnHistory(Recommender):
 
 
 def normalise_rows(scores: np.ndarray, how: str) -> np.ndarray:
-    """Each row on a common scale over its finite entries; -inf becomes the row's floor."""
+    """Each row on a common scale over its finite entries.
+
+    An item the model cannot recommend (-inf) sits one unit below the row's lowest finite
+    value (0 under "rank", where every finite value is positive), so that it never ties with
+    a recommendable one; rows with nothing finite are all 0 (no opinion).
+    """
+    if how not in NORMALISATIONS:
+        raise ConfigError(f"unknown normalisation {how!r}")
     finite = np.isfinite(scores)
-    safe = np.where(finite, scores, np.nan).astype(np.float64)
-    has_any = finite.any(axis=1, keepdims=True)
-    # rows with nothing finite warn "mean of empty slice"; they are handled below
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if how == "rank":
-            out = _reciprocal_rank(scores)
-        elif how == "zscore":
-            mean = np.nanmean(safe, axis=1, keepdims=True)
-            std = np.nanstd(safe, axis=1, keepdims=True)
-            out = (safe - mean) / np.where(std > 0, std, 1.0)
-        elif how == "minmax":
-            low = np.nanmin(safe, axis=1, keepdims=True)
-            span = np.nanmax(safe, axis=1, keepdims=True) - low
-            out = (safe - low) / np.where(span > 0, span, 1.0)
-        elif how == "max":
-            top = np.nanmax(np.abs(safe), axis=1, keepdims=True)
-            out = safe / np.where(top > 0, top, 1.0)
-        else:
-            raise ConfigError(f"unknown normalisation {how!r}")
-        floor = np.nanmin(np.where(finite, out, np.nan), axis=1, keepdims=True)
-    out = np.where(finite, out, np.where(has_any, floor, 0.0))
-    return np.nan_to_num(out, nan=0.0).astype(np.float32)
+    if how == "rank":
+        return np.where(finite, _reciprocal_rank(scores), 0.0).astype(np.float32)
+    values = np.where(finite, scores, 0.0).astype(np.float32)
+    count = np.maximum(finite.sum(axis=1, keepdims=True), 1).astype(np.float32)
+    low = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
+    high = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
+    if how == "zscore":
+        mean = values.sum(axis=1, keepdims=True) / count
+        centred = np.where(finite, values - mean, 0.0)
+        std = np.sqrt((centred * centred).sum(axis=1, keepdims=True) / count)
+        out = centred / np.where(std > 0, std, 1.0)
+    elif how == "minmax":
+        span = high - low
+        out = (values - low) / np.where(span > 0, span, 1.0)
+    else:  # "max"
+        top = np.maximum(np.abs(low), np.abs(high))
+        out = values / np.where(top > 0, top, 1.0)
+    # rows without a finite value have low = inf: their floor is never used
+    floor = np.where(finite, out, np.inf).min(axis=1, keepdims=True) - 1.0
+    out = np.where(finite, out, floor)
+    out[~finite.any(axis=1)] = 0.0
+    return out.astype(np.float32, copy=False)
 
 
 def _reciprocal_rank(scores: np.ndarray) -> np.ndarray:
