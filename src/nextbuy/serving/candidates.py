@@ -20,7 +20,7 @@ import numpy as np
 
 from nextbuy.pipeline.rules import Candidates
 from nextbuy.serving.live import Live
-from nextbuy.serving.scoring import top_for_history
+from nextbuy.serving.scoring import best_of
 from nextbuy.serving.shopper import Shopper
 
 # Width of each origin's score band, from the top (1.0) down.
@@ -31,6 +31,11 @@ COMPLEMENTS_PER_ITEM = 3
 COMPLEMENT_POOL = 20  # partners looked at per item, before the ones already seen go
 COMPLEMENT_ANCHORS = 2  # latest purchased / carted items whose complements lead the list
 COMPLEMENT_WINDOW_MS = 6 * 3_600_000  # an intent older than this no longer leads the list
+# The pool a shopper with events since training is scored on (see candidate_pool).
+POOL_ANCHORS = 5  # latest items whose neighbours join the pool
+POOL_NEIGHBOURS = 50  # model-similar items per anchor
+POOL_PARTNERS = 20  # bought-together partners per anchor
+POOL_NON_PERSONAL = 100  # trending and popular items each
 
 
 @dataclass
@@ -58,13 +63,44 @@ def personal(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segmen
     """The model's top n: precomputed when nothing happened since training, else rescored."""
     if not shopper.personal or not shopper.has_history:
         return None
-    if shopper.trained and not shopper.recent and shopper.user_id is not None:
+    found = None
+    if shopper.trained and shopper.user_id is not None:
         found = live.model.precomputed(shopper.user_id)
-        if found is not None:
+        if found is not None and not shopper.recent:
             return Segment(found[0][:n], found[1][:n], "personal")
-    exclude = shopper.cols if exclude_seen else None
-    items, scores = top_for_history(live.model.model, shopper.cols, shopper.vals, n, exclude)
-    return Segment(items, scores, "personal")
+    pool = candidate_pool(live, shopper, None if found is None else found[0])
+    scores = live.model.scorer.score(shopper.cols, shopper.vals, pool)
+    if exclude_seen:
+        scores[np.isin(pool, shopper.cols)] = -np.inf
+    best, values = best_of(scores, n)
+    return Segment(pool[best], values, "personal")
+
+
+def candidate_pool(live: Live, shopper: Shopper, precomputed: np.ndarray | None) -> np.ndarray:
+    """What a shopper with new events is scored on: their precomputed list, neighbours of
+    what they just did (model-similar and bought-together), trending and popular items."""
+    model = live.model
+    parts = [model.trending[:POOL_NON_PERSONAL], model.popular[:POOL_NON_PERSONAL]]
+    if precomputed is not None:
+        parts.append(precomputed)
+    index = model.data.item_index
+    anchors: list[int] = []
+    for event in reversed(shopper.recent):
+        col = index.get(event.item_id)
+        if col is not None and col not in anchors:
+            anchors.append(col)
+            if len(anchors) == POOL_ANCHORS:
+                break
+    if precomputed is None and len(anchors) < POOL_ANCHORS and len(shopper.cols):
+        # no precomputed list (an anonymous or erased shopper): their heaviest items count
+        heaviest = shopper.cols[np.argsort(-shopper.vals, kind="stable")[:POOL_ANCHORS]]
+        anchors += [int(c) for c in heaviest if int(c) not in anchors][
+            : POOL_ANCHORS - len(anchors)
+        ]
+    for anchor in anchors:
+        parts.append(model.similar(anchor, POOL_NEIGHBOURS)[0])
+        parts.append(model.bought_together(anchor, POOL_PARTNERS)[0])
+    return np.unique(np.concatenate(parts).astype(np.int64))
 
 
 def complements(live: Live, shopper: Shopper) -> Segment | None:

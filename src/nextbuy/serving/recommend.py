@@ -19,7 +19,8 @@ from nextbuy.pipeline.rules import Candidates, RequestContext, apply_rules
 from nextbuy.serving import candidates as gen
 from nextbuy.serving.explain import explain
 from nextbuy.serving.live import Live, Placement
-from nextbuy.serving.scoring import contributions, score_items, top_for_history
+from nextbuy.serving.online import OnlineEvent
+from nextbuy.serving.scoring import contributions, top_for_history
 from nextbuy.serving.shopper import Shopper
 
 if TYPE_CHECKING:
@@ -122,11 +123,17 @@ def cart(state: ServingState, live: Live, item_ids: list[str], ask: Ask) -> dict
     model_cart = in_cart[in_cart < live.model.n_items]
     segments: list[gen.Segment | None] = [_cart_segment(live, model_cart, n)]
     if len(model_cart) or shopper.has_history:
+        # the cart counts as the newest part of the history: its items anchor the pool
         weight = state.weights.get("add_to_cart", 1.0)
-        cols = np.concatenate([shopper.cols, model_cart])
-        vals = np.concatenate([shopper.vals, np.full(len(model_cart), weight, np.float32)])
-        items, scores = top_for_history(live.model.model, cols, vals, n, cols)
-        segments.append(gen.Segment(items, scores, "personal"))
+        shopper.cols = np.concatenate([shopper.cols, model_cart])
+        shopper.vals = np.concatenate([shopper.vals, np.full(len(model_cart), weight, np.float32)])
+        shopper.recent = shopper.recent + [
+            OnlineEvent(str(live.model.data.item_ids[i]), "add_to_cart", weight, 0, -1)
+            for i in model_cart.tolist()
+        ]
+        shopper.personal = True  # the cart itself, even without consent to use the past
+        shopper.actions.update(dict.fromkeys(in_cart.tolist(), "added to your cart"))
+        segments.append(gen.personal(live, shopper, n, exclude_seen=True))
         shopper.history = np.concatenate([in_cart, shopper.history])
     segments += [gen.trending(live), gen.popular(live)]
     return _finish(state, live, placement, k, n, shopper, segments, ask, in_cart)
@@ -157,7 +164,7 @@ def rerank(state: ServingState, live: Live, item_ids: list[str], ask: Ask) -> di
     scorable = [p for p in positions if 0 <= p < n_model]
     scores: dict[int, float] = {}
     if shopper.personal and shopper.has_history and scorable:
-        values = score_items(live.model.model, shopper.cols, shopper.vals, np.asarray(scorable))
+        values = live.model.scorer.score(shopper.cols, shopper.vals, np.asarray(scorable))
         scores = {
             p: float(v) for p, v in zip(scorable, values.tolist(), strict=True) if np.isfinite(v)
         }

@@ -40,6 +40,7 @@ from nextbuy.models import EASE, FrequentlyBoughtTogether, Recommender, Trending
 from nextbuy.models.popularity import item_popularity
 from nextbuy.registry import Version
 from nextbuy.serving.reads import read_only, sqlite_path
+from nextbuy.serving.scorer import Scorer
 from nextbuy.serving.scoring import contributions, ease_positions
 from nextbuy.store.base import Store
 
@@ -118,25 +119,31 @@ class ServingModel:
         lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
         return matrix.indices[lo:hi].astype(np.int64), matrix.data[lo:hi]
 
+    @cached_property
+    def scorer(self) -> Scorer:
+        return Scorer(self.model)
+
     def similar(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n items most like `item` by the serving model (model indices, scores)."""
-        return self._cached("similar", self.model, item, n)
+        return self._cached("similar", item, n)
 
     def bought_together(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n best partners of `item` in baskets (empty without a basket model)."""
         if self.fbt is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return self._cached("fbt", self.fbt, item, n)
+        return self._cached("fbt", item, n)
 
-    def _cached(
-        self, kind: str, model: Recommender, item: int, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _cached(self, kind: str, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         key = (kind, item, n)
         found = self._neighbours.get(key)
         if found is None:
-            top = model.similar_items(np.asarray([item]), n)
-            valid = top.items[0] >= 0
-            found = (top.items[0][valid], top.scores[0][valid])
+            if kind == "similar":
+                found = self.scorer.similar(item, n)
+            else:
+                assert self.fbt is not None
+                top = self.fbt.similar_items(np.asarray([item]), n)
+                valid = top.items[0] >= 0
+                found = (top.items[0][valid], top.scores[0][valid])
             if len(self._neighbours) >= NEIGHBOUR_CACHE:
                 self._neighbours.clear()  # crude but bounded; the head refills at once
             self._neighbours[key] = found
