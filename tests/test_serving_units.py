@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -13,7 +14,7 @@ from nextbuy.errors import DataError, NotFoundError
 from nextbuy.pipeline.catalog import ItemCatalog
 from nextbuy.serving.candidates import Segment, merge
 from nextbuy.serving.erasures import Erasures
-from nextbuy.serving.events import EventErrors, parse_body, validate
+from nextbuy.serving.events import EventErrors, checked_rows, clean_rows, parse_body, validate
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.online import OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
@@ -90,6 +91,47 @@ def test_api_events_get_the_import_checks_and_server_time(settings: Settings) ->
             b'{"events": [' + b",".join([b'{"item_id":"i","event_type":"v"}'] * 3) + b"]}", 2
         )
     assert too_many.value.detail[0]["msg"] == "at most 2 events per request"
+
+
+def test_the_quick_path_for_clean_events_types_them_exactly_as_the_import_does(
+    settings: Settings,
+) -> None:
+    rng = np.random.default_rng(3)
+    kinds = sorted(settings.events.known_types())
+    events = []
+    for i in range(300):
+        event = {
+            "item_id": [f" sku-{i} ", 1000 + i, float(i)][i % 3],
+            "event_type": kinds[i % len(kinds)],
+            "timestamp": [None, 1_700_000_000 + i, 1_700_000_000_123.0 + i, 1.7e9 + 0.5][i % 4],
+        }
+        if i % 5:
+            event["user_id"] = f"u{i % 17}"
+        if i % 5 == 0 or i % 7 == 0:
+            event["session_id"] = f"s-{i}"
+        if i % 3 == 0:
+            event["value"] = float(rng.normal(10, 5))
+        if i % 4 == 0:
+            event["quantity"] = float(rng.integers(0, 5))
+        if i % 6 == 0:
+            event["context"] = {"device": "mobile", "n": i, "nested": {"x": [1, 2.5]}}
+        if i % 8 == 0:
+            event["order_id"], event["event_id"] = f"o{i}", i
+        events.append(event)
+    parsed = parse_body(orjson.dumps({"events": events}), 1000)[0]
+    quick = clean_rows(parsed, settings, now_ms=1_750_000_000_000)
+    assert quick is not None
+    reference = checked_rows(parsed, settings, now_ms=1_750_000_000_000)
+    pd.testing.assert_frame_equal(quick, reference)
+    for odd in (
+        {"item_id": "i", "event_type": "view", "session_id": "s", "timestamp": "2024-01-01"},
+        {"item_id": "i", "event_type": "teleport", "user_id": "u"},
+        {"item_id": " ", "event_type": "view", "user_id": "u"},
+        {"item_id": "i", "event_type": "view"},
+        {"item_id": "i", "event_type": "view", "user_id": "u", "quantity": -1},
+        {"item_id": "i" * 300, "event_type": "view", "user_id": "u"},
+    ):
+        assert clean_rows(parse_body(orjson.dumps(odd), 10)[0], settings, 0) is None, odd
 
 
 def test_api_events_without_event_id_never_share_a_key(settings: Settings) -> None:

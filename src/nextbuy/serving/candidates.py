@@ -32,10 +32,12 @@ COMPLEMENT_POOL = 20  # partners looked at per item, before the ones already see
 COMPLEMENT_ANCHORS = 2  # latest purchased / carted items whose complements lead the list
 COMPLEMENT_WINDOW_MS = 6 * 3_600_000  # an intent older than this no longer leads the list
 # The pool a shopper with events since training is scored on (see candidate_pool).
-POOL_ANCHORS = 5  # latest items whose neighbours join the pool
+POOL_ANCHORS = 5  # latest items whose basket partners join the pool
+POOL_SIMILAR_ANCHORS = 2  # latest items whose model neighbours join the pool
 POOL_NEIGHBOURS = 50  # model-similar items per anchor
 POOL_PARTNERS = 20  # bought-together partners per anchor
-POOL_NON_PERSONAL = 100  # trending and popular items each
+POOL_NON_PERSONAL = 100  # trending items
+POOL_HEAD = 2000  # most popular items: scoring them is one small product
 
 
 @dataclass
@@ -80,7 +82,7 @@ def candidate_pool(live: Live, shopper: Shopper, precomputed: np.ndarray | None)
     """What a shopper with new events is scored on: their precomputed list, neighbours of
     what they just did (model-similar and bought-together), trending and popular items."""
     model = live.model
-    parts = [model.trending[:POOL_NON_PERSONAL], model.popular[:POOL_NON_PERSONAL]]
+    parts = [model.trending[:POOL_NON_PERSONAL], model.popular[:POOL_HEAD]]
     if precomputed is not None:
         parts.append(precomputed)
     index = model.data.item_index
@@ -97,8 +99,12 @@ def candidate_pool(live: Live, shopper: Shopper, precomputed: np.ndarray | None)
         anchors += [int(c) for c in heaviest if int(c) not in anchors][
             : POOL_ANCHORS - len(anchors)
         ]
-    for anchor in anchors:
-        parts.append(model.similar(anchor, POOL_NEIGHBOURS)[0])
+    # Model neighbours of a factor model take a pass over the whole catalogue; the popular
+    # head in the pool stands in for them there. Basket partners are a sorted sparse row.
+    cheap_neighbours = not model.factor_model
+    for rank, anchor in enumerate(anchors):
+        if cheap_neighbours and rank < POOL_SIMILAR_ANCHORS:
+            parts.append(model.similar(anchor, POOL_NEIGHBOURS)[0])
         parts.append(model.bought_together(anchor, POOL_PARTNERS)[0])
     return np.unique(np.concatenate(parts).astype(np.int64))
 

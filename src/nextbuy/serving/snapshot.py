@@ -37,6 +37,7 @@ from nextbuy.engine import Engine
 from nextbuy.errors import DataError, NextbuyError
 from nextbuy.matrix import InteractionMatrix
 from nextbuy.models import EASE, FrequentlyBoughtTogether, Recommender, TrendingModel
+from nextbuy.models.mf import _FactorModel
 from nextbuy.models.popularity import item_popularity
 from nextbuy.registry import Version
 from nextbuy.serving.reads import read_only, sqlite_path
@@ -119,6 +120,10 @@ class ServingModel:
         lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
         return matrix.indices[lo:hi].astype(np.int64), matrix.data[lo:hi]
 
+    @property
+    def factor_model(self) -> bool:
+        return isinstance(self.model, _FactorModel)
+
     @cached_property
     def scorer(self) -> Scorer:
         return Scorer(self.model)
@@ -137,13 +142,7 @@ class ServingModel:
         key = (kind, item, n)
         found = self._neighbours.get(key)
         if found is None:
-            if kind == "similar":
-                found = self.scorer.similar(item, n)
-            else:
-                assert self.fbt is not None
-                top = self.fbt.similar_items(np.asarray([item]), n)
-                valid = top.items[0] >= 0
-                found = (top.items[0][valid], top.scores[0][valid])
+            found = self.scorer.similar(item, n) if kind == "similar" else self._partners(item, n)
             if len(self._neighbours) >= NEIGHBOUR_CACHE:
                 self._neighbours.clear()  # crude but bounded; the head refills at once
             self._neighbours[key] = found
@@ -154,6 +153,17 @@ class ServingModel:
     ) -> np.ndarray | None:
         """How much each history item adds to each target's score (see scoring)."""
         return contributions(self.model, hist, weights, targets, self._ease_position)
+
+    def _partners(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """fbt keeps each item's best partners as one sparse row: sort it, no catalogue pass."""
+        assert self.fbt is not None
+        metric = self.fbt._metric
+        lo, hi = metric.indptr[item], metric.indptr[item + 1]
+        items, scores = metric.indices[lo:hi].astype(np.int64), metric.data[lo:hi]
+        keep = items != item
+        items, scores = items[keep], scores[keep]
+        order = np.lexsort((items, -scores))[:n]
+        return items[order], scores[order].astype(np.float32)
 
     @cached_property
     def _ease_position(self) -> np.ndarray | None:

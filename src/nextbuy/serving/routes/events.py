@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -49,8 +50,8 @@ async def post_events(request: Request) -> Any:
         return problem(422, exc.detail)
     result = await run_in_threadpool(state.store.append_events, rows)
     state.add_online(rows)
-    for event_type, count in rows["event_type"].value_counts().items():
-        state.metrics.events.labels(str(event_type)).inc(int(count))
+    for event_type, count in Counter(rows["event_type"].tolist()).items():
+        state.metrics.events.labels(str(event_type)).inc(count)
     return JSONResponse(
         {"accepted": len(rows), "stored": result.stored, "duplicates": result.duplicates}
     )
