@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from nextbuy.config import Settings
+from nextbuy.datasets import load_sample_shop
 from nextbuy.errors import DataError, NotFoundError
+from nextbuy.matrix import InteractionMatrix, build_matrix
+from nextbuy.models import create_model
 from nextbuy.pipeline.catalog import ItemCatalog
 from nextbuy.serving.candidates import Segment, merge
 from nextbuy.serving.erasures import Erasures
@@ -19,6 +22,8 @@ from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.online import OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
 from nextbuy.serving.reads import read_items, read_profiles
+from nextbuy.serving.scorer import Scorer
+from nextbuy.serving.scoring import history_row
 from nextbuy.serving.server import check_host
 from nextbuy.store.sqlite import SQLiteStore
 
@@ -184,3 +189,39 @@ def test_merge_keeps_each_item_once_skips_unavailable_and_keeps_segments_in_orde
     assert cands.items.tolist() == [5, 1, 4, 6, 7]
     assert list(cands.origin) == ["personal", "personal", "trending", "trending", "trending"]
     assert np.all(np.diff(cands.scores) < 0) and 0 <= cands.scores.min() <= cands.scores.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def small_matrix() -> InteractionMatrix:
+    events = load_sample_shop().interactions.iloc[:20_000]
+    return build_matrix([events], {"purchase": 1.0}, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("ease", {"reg": 100.0}),
+        ("als", {"factors": 8, "iterations": 3, "use_gpu": False, "alpha": 2.0}),
+        ("bpr", {"factors": 8, "iterations": 5, "use_gpu": False}),
+        ("bpr", {"factors": 8, "iterations": 5, "use_gpu": False, "fold_in": "least_squares"}),
+        ("itemknn", {"neighbours": 20}),
+        ("fbt", {}),
+        ("trending", {}),
+    ],
+)
+def test_pool_scores_equal_the_models_own_scores(
+    small_matrix: InteractionMatrix, name: str, params: dict
+) -> None:
+    model = create_model(name, **params).fit(small_matrix)
+    scorer = Scorer(model)
+    pool = np.arange(0, small_matrix.n_items, 2)
+    for user in range(0, 60, 7):
+        row = small_matrix.matrix[user]
+        cols, vals = row.indices.astype(np.int64), row.data
+        # the same item twice (trained row + a new event) counts as its summed weight
+        cols, vals = np.append(cols, cols[:1]), np.append(vals, np.float32(1.0))
+        full = model.score(history_row(model.n_items, cols, vals))[0][pool]
+        mine = scorer.score(cols, vals, pool)
+        assert np.array_equal(np.isfinite(full), np.isfinite(mine))
+        finite = np.isfinite(full)
+        np.testing.assert_allclose(mine[finite], full[finite], rtol=2e-4, atol=2e-5)

@@ -7,7 +7,9 @@ millisecond: the fold-in of a factor model uses a cached YᵀY (implicit recompu
 every call, ~30 ms for 100k items × 64 factors), and the scores are one small product.
 
 Fast paths: ALS and BPR (fold-in + pool product), EASE (pool columns of B), item kNN and
-fbt (sparse rows of the history items). Any other model is scored in full and indexed.
+fbt (sparse rows of the history items), and a Blend of those: each member's pool scores,
+normalised over the pool (the one approximation here: a full score normalises over the
+whole catalogue). Any other model is scored in full and indexed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from nextbuy.models import EASE, FrequentlyBoughtTogether, ItemKNN, Recommender
+from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
+from nextbuy.models.blend import normalise_rows
 from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel
 from nextbuy.serving.scoring import best_of, ease_positions, history_row
 
@@ -35,6 +38,11 @@ class Scorer:
 
     def __init__(self, model: Recommender) -> None:
         self.model = model
+        self.members = (
+            [(w, Scorer(m)) for w, m in zip(model.weights, model.models, strict=True) if w]
+            if isinstance(model, Blend)
+            else []
+        )
 
     # -- scores of a pool ------------------------------------------------------------------
     def score(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -43,6 +51,8 @@ class Scorer:
             return np.full(len(pool), -np.inf, np.float32)
         cols, vals = summed(cols, vals)
         model = self.model
+        if isinstance(model, Blend):
+            return self._blend_scores(cols, vals, pool)
         if isinstance(model, _FactorModel):
             return self._factor_scores(cols, vals, pool)
         if isinstance(model, EASE):
@@ -64,6 +74,17 @@ class Scorer:
             return np.where(hit, dense, -np.inf).astype(np.float32)
         scores = model.score(history_row(model.n_items, cols, vals))[0]
         return scores[pool].astype(np.float32)
+
+    def _blend_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        assert isinstance(self.model, Blend)
+        total = np.zeros(len(pool), np.float32)
+        reachable = np.zeros(len(pool), bool)
+        for weight, member in self.members:
+            scores = member.score(cols, vals, pool)[None, :]
+            reachable |= np.isfinite(scores[0])
+            total += np.float32(weight) * normalise_rows(scores, self.model.normalise)[0]
+        total[~reachable] = -np.inf
+        return total
 
     def _factor_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
         model = self.model

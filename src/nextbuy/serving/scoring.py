@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from nextbuy.models import EASE, FrequentlyBoughtTogether, ItemKNN, Recommender
+from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
 from nextbuy.models.mf import _FactorModel
 
 
@@ -74,6 +74,13 @@ def contributions(
     cosine of item factors. None when the model has no notion of item-to-item influence.
     """
     if not len(hist) or not len(targets):
+        return None
+    if isinstance(model, Blend):
+        # the first member that can say which history item led to a target explains the blend
+        for weight, member in zip(model.weights, model.models, strict=True):
+            found = contributions(member, hist, weights, targets) if weight else None
+            if found is not None:
+                return found
         return None
     if isinstance(model, EASE):
         position = ease_position if ease_position is not None else ease_positions(model)
