@@ -107,6 +107,8 @@ def main() -> None:
             "fresh process. Command: `python benchmarks/bench_import.py`.",
             "",
             machine_summary(),
+            f"Load average at the end (other work on the machine counts here): "
+            f"{os.getloadavg()[0]:.1f}.",
             "",
             *lines,
         ]
