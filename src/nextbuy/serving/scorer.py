@@ -61,8 +61,16 @@ class Scorer:
             out = np.full(len(pool), -np.inf, np.float32)
             inside = targets >= 0
             if known.any() and inside.any():
-                block = model.weights[rows[known][:, None], targets[inside][None, :]]
-                out[inside] = vals[known].astype(np.float32) @ block
+                # history × B through a sparse row: h × n multiply-adds and no h × n copy
+                # (a 2-D gather of h × pool entries costs several times more)
+                row = sp.csr_matrix(
+                    (
+                        vals[known].astype(np.float32),
+                        (np.zeros(int(known.sum()), np.int64), rows[known]),
+                    ),
+                    shape=(1, len(model.kept)),
+                )
+                out[inside] = np.asarray(row @ model.weights).ravel()[targets[inside]]
             return out
         if isinstance(model, ItemKNN | FrequentlyBoughtTogether):
             matrix = model.similarity if isinstance(model, ItemKNN) else model._metric
