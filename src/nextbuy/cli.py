@@ -511,8 +511,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         )
     base = f"http://{host}:{port}"
     console.print(f"API:       {base}  (interactive docs: {base}/docs)")
-    console.print(f"dashboard: {base}/dashboard")
     console.print("Ctrl-C stops the server.")
+    console.print(f"dashboard: {base}/dashboard")
     run_server(settings, host, port)
 
 
@@ -644,6 +644,9 @@ def demo(
         "demo"
     ),
     serve: Annotated[bool, typer.Option(help="Serve the API and dashboard at the end")] = True,
+    traffic: Annotated[
+        bool, typer.Option(help="Send a short simulated traffic run to the server it starts")
+    ] = True,
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> None:
@@ -674,6 +677,10 @@ def demo(
     _evaluate(settings, protocol=None, models=None, step_title="evaluating")
     if serve:
         console.rule("5. serve")
+        if traffic:  # so the dashboard has live lists, clicks and purchases to show
+            from nextbuy.dashboard.traffic import run_in_background
+
+            run_in_background(f"http://{host}:{port}")
         _serve(settings, host, port)
 
 

@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from nextbuy import __version__
 from nextbuy.config import Settings
+from nextbuy.dashboard import attach as attach_dashboard
 from nextbuy.serving.auth import AuthMiddleware, document_security
 from nextbuy.serving.errors import install_error_handlers
 from nextbuy.serving.events import EventBatch, EventIn
@@ -65,9 +66,10 @@ def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
         admin.router,
     ):
         app.include_router(router)
+    dashboard_sessions = attach_dashboard(app, state)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving.max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=state.keys)
+    app.add_middleware(AuthMiddleware, keys=state.keys, sessions=dashboard_sessions)
     # outside the key check, so a browser can read a 401 too
     if settings.serving.cors_origins:
         app.add_middleware(

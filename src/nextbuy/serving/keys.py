@@ -145,6 +145,11 @@ class KeyStore:
             return None
         return stored.key
 
+    def get(self, key_id: str) -> ApiKey | None:
+        """A current key by id (dashboard sessions look theirs up on every request)."""
+        stored = self._current().get(key_id)
+        return None if stored is None else stored.key
+
     def refresh(self) -> None:
         """Re-read the table (the server's watcher calls this every second)."""
         keys = self._read()
