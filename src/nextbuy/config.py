@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nextbuy.errors import ConfigError
+from nextbuy.experiments.config import ExperimentConfig, ExperimentsConfig
 from nextbuy.pipeline.rules import DEFAULT_PLACEMENTS, PlacementConfig, with_default_placements
 from nextbuy.schema import DEFAULT_EVENT_WEIGHTS, STANDARD_EVENT_TYPES
 
@@ -112,6 +113,22 @@ class ServingConfig(Section):
     )
 
 
+class AttributionConfig(Section):
+    """How outcomes are tied to served lists, and how often bandit shares are recomputed."""
+
+    view_through_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="A purchase of a recommended item this long after the list counts too.",
+    )
+    bandit_refresh_seconds: float = Field(
+        default=60.0, gt=0, description="Thompson allocations are recomputed this often."
+    )
+    exposure_flush_seconds: float = Field(
+        default=0.1, gt=0, le=10, description="Served lists reach the store within this."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NEXTBUY_", env_nested_delimiter="__", extra="forbid"
@@ -124,6 +141,9 @@ class Settings(BaseSettings):
     # Request-time rules per placement; a [placements.NAME] table replaces that one only.
     placements: dict[str, PlacementConfig] = Field(default_factory=lambda: dict(DEFAULT_PLACEMENTS))
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    attribution: AttributionConfig = Field(default_factory=AttributionConfig)
+    # [[experiments]] tables; admin-created ones live in the store and are merged with these.
+    experiments: list[ExperimentConfig] = Field(default_factory=list)
 
     # Where the settings were read from; paths inside the file are relative to its folder.
     config_path: Path | None = Field(default=None, exclude=True)
@@ -134,6 +154,14 @@ class Settings(BaseSettings):
         cls, placements: dict[str, PlacementConfig]
     ) -> dict[str, PlacementConfig]:
         return with_default_placements(placements)
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiments_fit_their_layers(
+        cls, experiments: list[ExperimentConfig]
+    ) -> list[ExperimentConfig]:
+        ExperimentsConfig(experiments=experiments)  # names unique, layers not over-booked
+        return experiments
 
     @classmethod
     def settings_customise_sources(

@@ -31,7 +31,9 @@ class VariantConfig(BaseModel):
 
     ``holdout`` marks the arm that gets no personalisation (or the current logic);
     ``shadow`` arms are computed beside the shown one but never shown, so their weight is
-    ignored.
+    ignored. ``shuffle`` serves the arm's list in random order: the intervention that makes
+    position independent of relevance, so position bias can be estimated without confounding
+    (Joachims et al. 2017, "RandTop-k").
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +44,7 @@ class VariantConfig(BaseModel):
     placement_overrides: dict[str, Any] | None = None
     holdout: bool = False
     shadow: bool = False
+    shuffle: bool = False
 
     @model_validator(mode="after")
     def _shown_arms_get_traffic(self) -> Self:

@@ -22,7 +22,15 @@ from nextbuy.serving.events import EventBatch, EventIn
 from nextbuy.serving.limits import BodyLimitMiddleware
 from nextbuy.serving.metrics import MetricsMiddleware
 from nextbuy.serving.responses import JSONResponse
-from nextbuy.serving.routes import admin, catalog, events, health, recommendations, users
+from nextbuy.serving.routes import (
+    admin,
+    catalog,
+    events,
+    experiments,
+    health,
+    recommendations,
+    users,
+)
 from nextbuy.serving.state import ServingState
 
 DESCRIPTION = """\
@@ -30,8 +38,8 @@ Personalised recommendations for every placement, real-time events, business rul
 
 Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>` (create keys with
 `nextbuy keys create`). Scopes: **read** (recommendations), **write** (events, items,
-users), **admin** (models, rules, keys). Without any key the server runs in development
-mode: open, and only on localhost.
+users), **admin** (models, rules, keys, experiments). Without any key the server runs in
+development mode: open, and only on localhost.
 """
 
 
@@ -64,6 +72,7 @@ def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
         catalog.router,
         users.router,
         admin.router,
+        experiments.router,
     ):
         app.include_router(router)
     dashboard_sessions = attach_dashboard(app, state)

@@ -26,6 +26,16 @@ class Recommendations(BaseModel):
     placement: str
     user_id: str | None
     items: list[RecommendedItem]
+    experiment: str | None = Field(
+        default=None, description="The experiment this list was served under, if any."
+    )
+    variant: str | None = Field(default=None, description="Its variant (arm).")
+    assignments: dict[str, str] | None = Field(
+        default=None, description="Experiment -> variant, when several layers assigned one."
+    )
+    shuffled: bool | None = Field(
+        default=None, description="True when the arm serves its list in random order."
+    )
 
 
 class CartRequest(BaseModel):

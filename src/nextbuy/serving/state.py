@@ -31,6 +31,8 @@ from nextbuy.pipeline.rules import PlacementConfig
 from nextbuy.registry import ModelRegistry, Version
 from nextbuy.serving.erasures import Erasures
 from nextbuy.serving.errors import Unavailable
+from nextbuy.serving.experimentation import ExperimentRuntime
+from nextbuy.serving.exposures import ExposureLog
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.metrics import Metrics
@@ -80,6 +82,10 @@ class ServingState:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._config_mtime = self._mtime()
+        self.exposures = ExposureLog(
+            settings.store_path, settings.attribution.exposure_flush_seconds
+        )
+        self.experiments = ExperimentRuntime(self)
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -91,11 +97,15 @@ class ServingState:
             thread = threading.Thread(target=target, name=f"nextbuy-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.exposures.start()
+        self.experiments.start()
 
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.experiments.stop()
+        self.exposures.stop()  # every list served so far reaches the store before exit
         self.store.close()
 
     @property
@@ -276,6 +286,7 @@ class ServingState:
     def forget_user(self, user_id: str) -> None:
         """Erasure beyond the store: suppression list, profile and online state."""
         self.erasures.record(user_id)
+        self.exposures.flush()  # so the store's erasure also removes lists still queued
         self.profiles.forget(user_id)
         self.online.forget(USER + user_id)
         for session in self._sessions_of.pop(user_id, ()):

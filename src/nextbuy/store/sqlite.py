@@ -52,6 +52,43 @@ CREATE TABLE IF NOT EXISTS imports (
     rows INTEGER NOT NULL, stored INTEGER NOT NULL, duplicates INTEGER NOT NULL,
     rejected INTEGER NOT NULL, rejects_path TEXT
 );
+-- Served lists (nextbuy.serving.exposures writes them); shown = 0 for shadow lists.
+CREATE TABLE IF NOT EXISTS exposures (
+    recommendation_id TEXT PRIMARY KEY,
+    user_id TEXT, session_id TEXT,
+    placement TEXT NOT NULL, route TEXT, model_version TEXT,
+    shown INTEGER NOT NULL DEFAULT 1, shadow_of TEXT, shuffled INTEGER NOT NULL DEFAULT 0,
+    served_at INTEGER NOT NULL, n_items INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exposures_served_at ON exposures(served_at);
+CREATE TABLE IF NOT EXISTS exposure_items (
+    recommendation_id TEXT NOT NULL, position INTEGER NOT NULL,
+    item_id TEXT NOT NULL, score REAL, user_id TEXT,
+    PRIMARY KEY (recommendation_id, position)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exposure_items_user ON exposure_items(user_id, item_id);
+-- The experiment arms a served list belongs to (one row per layer that assigned it).
+CREATE TABLE IF NOT EXISTS exposure_arms (
+    experiment TEXT NOT NULL, recommendation_id TEXT NOT NULL,
+    variant TEXT NOT NULL, unit_id TEXT NOT NULL, user_id TEXT,
+    shown INTEGER NOT NULL DEFAULT 1, served_at INTEGER NOT NULL,
+    PRIMARY KEY (experiment, recommendation_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exposure_arms_user ON exposure_arms(user_id);
+-- Experiments created through the API or CLI, and life-cycle changes of configured ones.
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY, config TEXT NOT NULL, source TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+);
+-- Every bandit recomputation, so traffic share over time can be shown.
+CREATE TABLE IF NOT EXISTS experiment_allocations (
+    experiment TEXT NOT NULL, computed_at INTEGER NOT NULL,
+    weights TEXT NOT NULL, successes TEXT, trials TEXT,
+    PRIMARY KEY (experiment, computed_at)
+);
+-- Attribution looks events up by the list they follow; most imported rows have none.
+CREATE INDEX IF NOT EXISTS events_recommendation ON events(recommendation_id)
+    WHERE recommendation_id IS NOT NULL;
 """
 
 EVENT_COLUMNS = (
@@ -99,7 +136,13 @@ SQLITE_MAX_VARIABLES = 32_766
 
 # Every table holding rows about a user, with the column naming them: erasure walks this list,
 # so a table added later that keys on users must be added here.
-USER_KEYED_TABLES: dict[str, str] = {"events": "user_id", "users": "user_id"}
+USER_KEYED_TABLES: dict[str, str] = {
+    "events": "user_id",
+    "users": "user_id",
+    "exposures": "user_id",
+    "exposure_items": "user_id",
+    "exposure_arms": "user_id",
+}
 
 
 def _now_ms() -> int:

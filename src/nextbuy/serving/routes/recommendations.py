@@ -2,6 +2,7 @@
 
 The GET routes read their parameters by hand (see nextbuy.serving.params): they are the
 hot path, and FastAPI's per-parameter validation would cost more than the recommendation.
+Every list goes through `experimentation.serve`: experiment arms, then the exposure log.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from nextbuy.serving import recommend
+from nextbuy.serving.experimentation import Compute, serve
 from nextbuy.serving.params import Param, documented, parse
 from nextbuy.serving.recommend import Ask
 from nextbuy.serving.responses import JSONResponse
@@ -37,6 +39,10 @@ BUY_AGAIN = (USER, K, PLACEMENT)
 
 def _state(request: Request) -> ServingState:
     return request.app.state.serving
+
+
+def _for_user(state: ServingState) -> Compute:
+    return lambda live, ask: recommend.for_user(state, live, ask)
 
 
 def _context(request: Request) -> dict[str, str]:
@@ -70,7 +76,7 @@ async def for_user(request: Request) -> JSONResponse:
     (device=mobile, ...) is passed to the rules as request context."""
     state = _state(request)
     ask, _ = _ask(request, FOR_USER)
-    return JSONResponse(recommend.for_user(state, state.current(), ask))
+    return JSONResponse(serve(state, "for_user", ask, _for_user(state)))
 
 
 @router.get(
@@ -82,7 +88,7 @@ async def for_session(request: Request) -> JSONResponse:
     """Recommendations for an anonymous visitor, from their session's events only."""
     state = _state(request)
     ask, _ = _ask(request, FOR_SESSION)
-    return JSONResponse(recommend.for_user(state, state.current(), ask))
+    return JSONResponse(serve(state, "for_session", ask, _for_user(state)))
 
 
 @router.get(
@@ -92,7 +98,10 @@ async def similar(request: Request) -> JSONResponse:
     """Items like this one (404 for an unknown item)."""
     state = _state(request)
     ask, values = _ask(request, FOR_ITEM)
-    return JSONResponse(recommend.similar(state, state.current(), values["item_id"], ask))
+    item = values["item_id"]
+    return JSONResponse(
+        serve(state, "similar", ask, lambda live, a: recommend.similar(state, live, item, a))
+    )
 
 
 @router.get(
@@ -104,7 +113,15 @@ async def bought_together(request: Request) -> JSONResponse:
     """Frequently bought together with this item (basket pairs; 404 for an unknown item)."""
     state = _state(request)
     ask, values = _ask(request, FOR_ITEM)
-    return JSONResponse(recommend.bought_together(state, state.current(), values["item_id"], ask))
+    item = values["item_id"]
+    return JSONResponse(
+        serve(
+            state,
+            "bought_together",
+            ask,
+            lambda live, a: recommend.bought_together(state, live, item, a),
+        )
+    )
 
 
 @router.post("/recommendations/cart", response_model=Recommendations)
@@ -112,7 +129,10 @@ async def cart(request: Request, body: CartRequest) -> JSONResponse:
     """Cross-sell for a cart: what is bought with its items, then the shopper's own picks."""
     state = _state(request)
     ask = Ask(body.user_id, body.session_id, body.k, body.placement)
-    return JSONResponse(recommend.cart(state, state.current(), body.items, ask))
+    items = body.items
+    return JSONResponse(
+        serve(state, "cart", ask, lambda live, a: recommend.cart(state, live, items, a))
+    )
 
 
 @router.post("/rerank", response_model=Recommendations)
@@ -122,7 +142,10 @@ async def rerank(request: Request, body: RerankRequest) -> JSONResponse:
     without history)."""
     state = _state(request)
     ask = Ask(body.user_id, body.session_id)
-    return JSONResponse(recommend.rerank(state, state.current(), body.items, ask))
+    items = body.items
+    return JSONResponse(
+        serve(state, "rerank", ask, lambda live, a: recommend.rerank(state, live, items, a))
+    )
 
 
 @router.get("/trending", response_model=Recommendations, openapi_extra=documented(TRENDING))
@@ -131,7 +154,9 @@ async def trending(request: Request) -> JSONResponse:
     get a slot."""
     state = _state(request)
     ask, _ = _ask(request, TRENDING)
-    return JSONResponse(recommend.trending(state, state.current(), ask))
+    return JSONResponse(
+        serve(state, "trending", ask, lambda live, a: recommend.trending(state, live, a))
+    )
 
 
 @router.get(
@@ -143,4 +168,6 @@ async def buy_again(request: Request) -> JSONResponse:
     """Items the user bought before, by frequency and recency; available items only."""
     state = _state(request)
     ask, _ = _ask(request, BUY_AGAIN)
-    return JSONResponse(recommend.buy_again(state, state.current(), ask))
+    return JSONResponse(
+        serve(state, "buy_again", ask, lambda live, a: recommend.buy_again(state, live, a))
+    )

@@ -1,0 +1,665 @@
+"""Experiment results and business metrics from the exposure log: the Python API behind the
+results route, ``nextbuy experiment report`` and the dashboard.
+
+```python
+from nextbuy.experiments.reporting import experiment_results, business_metrics
+results = experiment_results(settings.store_path, "home-ease-v2")
+results.analysis.wide()            # one row per variant: counts, metrics, CIs, lifts, p-values
+results.over_time                  # cumulative lift and its bands per look
+business_metrics(settings.store_path, by=("placement", "position"))
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextbuy.config import Settings
+from nextbuy.errors import DataError
+from nextbuy.experiments import stats
+from nextbuy.experiments.analysis import ExperimentAnalysis, analyse
+from nextbuy.experiments.attribution import HOUR_MS, Attribution, attribute, connect, query
+from nextbuy.experiments.config import ExperimentConfig
+from nextbuy.experiments.position_bias import (
+    PositionBias,
+    estimate_position_bias,
+    ips_ctr,
+    training_weights,
+)
+from nextbuy.experiments.registry import ExperimentRegistry
+
+TREND_METRICS = ("ctr", "conversion", "revenue_per_visitor")
+SEGMENT_METRICS = ("ctr", "conversion")
+DEFAULT_MDE = 0.10  # relative lift the power analysis uses when the experiment names none
+MAX_SEGMENT_VALUES = 12
+MIN_SEGMENT_UNITS = 20  # per arm; below this a segment's interval says nothing
+
+# business_metrics: allowed grouping keys and their SQL
+GROUPS = {
+    "placement": "x.placement",
+    "route": "x.route",
+    "model_version": "x.model_version",
+    "position": "i.position",
+    "day": "date(x.served_at / 1000, 'unixepoch')",
+    "hour": "strftime('%Y-%m-%d %H:00', x.served_at / 1000, 'unixepoch')",
+}
+
+
+@dataclass
+class ExperimentResults:
+    """Everything known about one experiment; ``to_json()`` for APIs, frames for charts."""
+
+    experiment: ExperimentConfig
+    units: pd.DataFrame
+    analysis: ExperimentAnalysis | None
+    power: dict[str, Any]
+    over_time: pd.DataFrame
+    traffic: pd.DataFrame
+    allocations: pd.DataFrame
+    segments: pd.DataFrame
+    shadow: pd.DataFrame
+    position_bias: dict[str, Any] | None
+    debiased_ctr: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    view_through_hours: float = 24.0
+
+    def summary(self) -> pd.DataFrame:
+        """One row per variant: counts, then each metric with interval, lift and p-values."""
+        return pd.DataFrame() if self.analysis is None else self.analysis.wide()
+
+    def to_json(self) -> dict[str, Any]:
+        analysis = self.analysis
+        srm = None if analysis is None or analysis.srm is None else analysis.srm
+        return _clean(
+            {
+                "experiment": json.loads(self.experiment.model_dump_json()),
+                "control": None if analysis is None else analysis.control,
+                "alpha": self.experiment.alpha,
+                "sequential": True,
+                "peeking_method": stats.PEEKING_METHOD,
+                "view_through_hours": self.view_through_hours,
+                "units": len(self.units),
+                "variants": _records(self.summary()),
+                "metrics": [] if analysis is None else _records(analysis.metrics),
+                "srm": None if srm is None else srm.__dict__,
+                "units_in_several_variants": (
+                    0 if analysis is None else analysis.units_in_several_variants
+                ),
+                "power": self.power,
+                "over_time": _records(self.over_time),
+                "traffic": _records(self.traffic),
+                "allocations": _records(self.allocations),
+                "segments": _records(self.segments),
+                "shadow": _records(self.shadow),
+                "position_bias": self.position_bias,
+                "debiased_ctr": _records(self.debiased_ctr),
+                "notes": self.notes,
+            }
+        )
+
+
+def results_for(settings: Settings, name: str) -> ExperimentResults:
+    """`experiment_results` with the project's configured experiments and window."""
+    return experiment_results(
+        settings.store_path,
+        name,
+        configured=settings.experiments,
+        view_through_hours=settings.attribution.view_through_hours,
+    )
+
+
+def experiment_results(
+    store_path: Path,
+    name: str,
+    *,
+    configured: Sequence[ExperimentConfig] = (),
+    view_through_hours: float = 24.0,
+    bins: int = 12,
+) -> ExperimentResults:
+    """Analyse ``name``: per-variant metrics with CIs, lifts, p-values (always-valid ones
+    decide significance), SRM, power, lift over time, traffic split, segments, shadow lists
+    and position-debiased CTR. NotFoundError for an unknown experiment."""
+    experiment = ExperimentRegistry(store_path, configured).get(name)
+    data = attribute(store_path, name, view_through_hours)
+    units = data.per_unit()
+    notes: list[str] = []
+    analysis = _analyse(experiment, units, notes) if len(units) else None
+    logs = click_logs(store_path, experiment=name)
+    bias, theta = _position_bias(store_path, logs)
+    if analysis is None:
+        notes.append("No list has been served under this experiment yet.")
+    return ExperimentResults(
+        experiment=experiment,
+        units=units,
+        analysis=analysis,
+        power=_power(experiment, units, analysis),
+        over_time=_over_time(experiment, data, analysis, bins),
+        traffic=_traffic(data, bins),
+        allocations=allocation_history(store_path, name),
+        segments=_segments(store_path, experiment, units, analysis),
+        shadow=shadow_comparison(store_path, name, view_through_hours),
+        position_bias=bias,
+        debiased_ctr=_debiased_ctr(logs, theta),
+        notes=notes,
+        view_through_hours=view_through_hours,
+    )
+
+
+# -- the analysis ---------------------------------------------------------------------------
+
+
+def _planned(experiment: ExperimentConfig, units: pd.DataFrame) -> dict[str, float] | None:
+    """Planned split for the SRM test; none for a bandit, whose split moves on purpose."""
+    if experiment.allocation == "thompson":
+        return None
+    planned = experiment.planned_weights()
+    seen = set(units["variant"])
+    return planned if seen <= set(planned) else None
+
+
+def _analyse(
+    experiment: ExperimentConfig, units: pd.DataFrame, notes: list[str]
+) -> ExperimentAnalysis | None:
+    planned = _planned(experiment, units)
+    control = experiment.control
+    if control not in set(units["variant"]):
+        notes.append(f"The control {control!r} has no units yet, so nothing is compared.")
+        return None
+    result = analyse(
+        units,
+        planned_weights=planned,
+        alpha=experiment.alpha,
+        sequential=True,
+        control=control,
+        horizon_units=_horizon(experiment, units),
+    )
+    notes.append(
+        "Significance is judged on always-valid p-values, because these results can be "
+        f"looked at at any time while the test runs. {stats.PEEKING_METHOD}"
+    )
+    if experiment.allocation == "thompson":
+        notes.append(
+            "Traffic was moved between arms by Thompson sampling, so the split is not tested "
+            "against the planned one (no SRM check), and arms served at different times may "
+            "differ for reasons of time as well as of variant."
+        )
+    elif result.srm is not None and result.srm.mismatch:
+        notes.append(
+            f"Sample ratio mismatch (p = {result.srm.p_value:.2g}): units are not split as "
+            "planned, so assignment or logging is broken and the results should not be trusted."
+        )
+    if result.units_in_several_variants:
+        notes.append(
+            f"{result.units_in_several_variants} unit(s) were served more than one variant "
+            "(bandit shares moved, or the unit changed between user and session)."
+        )
+    return result
+
+
+def _horizon(experiment: ExperimentConfig, units: pd.DataFrame) -> int | None:
+    """Planned units per arm: from the power analysis when the experiment names an MDE."""
+    if experiment.min_detectable_effect is None:
+        return None
+    baseline = _baseline_conversion(experiment, units)
+    try:
+        return stats.sample_size_two_proportions(
+            baseline, experiment.min_detectable_effect, alpha=experiment.alpha
+        )
+    except ValueError:
+        return None
+
+
+def _baseline_conversion(experiment: ExperimentConfig, units: pd.DataFrame) -> float:
+    control = units[units["variant"] == experiment.control]
+    return float((control["orders"] > 0).mean()) if len(control) else float("nan")
+
+
+def _power(
+    experiment: ExperimentConfig, units: pd.DataFrame, analysis: ExperimentAnalysis | None
+) -> dict[str, Any]:
+    """Units per arm needed to detect the MDE in conversion, and the MDE reachable now."""
+    mde = experiment.min_detectable_effect or DEFAULT_MDE
+    baseline = _baseline_conversion(experiment, units)
+    per_arm = units.groupby("variant").size()
+    out: dict[str, Any] = {
+        "metric": "conversion",
+        "baseline": baseline,
+        "mde_relative": mde,
+        "alpha": experiment.alpha,
+        "power": 0.8,
+        "units_per_arm_now": int(per_arm.min()) if len(per_arm) else 0,
+    }
+    if not 0 < baseline < 1:
+        out["note"] = "no baseline conversion yet"
+        return out
+    try:
+        needed = stats.sample_size_two_proportions(baseline, mde, alpha=experiment.alpha)
+    except ValueError:
+        needed = None
+    now = out["units_per_arm_now"]
+    out["units_per_arm_needed"] = needed
+    out["mde_now"] = (
+        stats.minimum_detectable_effect(baseline, now, alpha=experiment.alpha) if now else None
+    )
+    out["enough"] = needed is not None and now >= needed
+    return out
+
+
+def _lift_rows(result: ExperimentAnalysis, metrics: Sequence[str]) -> pd.DataFrame:
+    frame = result.metrics
+    rows = frame[(frame["variant"] != result.control) & frame["metric"].isin(metrics)].copy()
+    control = frame[frame["variant"] == result.control].set_index("metric")["value"]
+    base = rows["metric"].map(control).replace(0, np.nan)
+    # the always-valid interval is on the difference; on the lift scale it is divided by
+    # the control's value (which it treats as known, as the delta-method lift nearly does)
+    rows["lift_av_low"] = rows["diff_av_ci_low"] / base
+    rows["lift_av_high"] = rows["diff_av_ci_high"] / base
+    keep = ["variant", "metric", "lift", "lift_ci_low", "lift_ci_high", "lift_av_low",
+            "lift_av_high", "p_value", "p_value_always_valid"]  # fmt: skip
+    return rows[keep]
+
+
+def _over_time(
+    experiment: ExperimentConfig, data: Attribution, final: ExperimentAnalysis | None, bins: int
+) -> pd.DataFrame:
+    """Cumulative lift against control at ``bins`` evenly spaced looks."""
+    if final is None or data.lists.empty:
+        return pd.DataFrame()
+    start, end = data.lists["served_at"].min(), data.lists["served_at"].max()
+    frames = []
+    for cut in np.linspace(start, end, bins + 1)[1:]:
+        units = data.until(cut).per_unit()
+        if units["variant"].nunique() < 2 or experiment.control not in set(units["variant"]):
+            continue
+        result = analyse(units, alpha=experiment.alpha, control=experiment.control)
+        rows = _lift_rows(result, TREND_METRICS)
+        rows.insert(0, "cut_ms", int(cut))
+        rows.insert(1, "units", len(units))
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _traffic(data: Attribution, bins: int) -> pd.DataFrame:
+    """Share of shown lists per variant in ``bins`` equal time windows."""
+    lists = data.lists
+    if lists.empty:
+        return pd.DataFrame(columns=["bin_start_ms", "variant", "lists", "share"])
+    edges = np.linspace(lists["served_at"].min(), lists["served_at"].max() + 1, bins + 1)
+    which = np.clip(np.searchsorted(edges, lists["served_at"], side="right") - 1, 0, bins - 1)
+    counts = (
+        lists.assign(bin_start_ms=edges[which].astype(np.int64))
+        .groupby(["bin_start_ms", "variant"])
+        .size()
+        .rename("lists")
+        .reset_index()
+    )
+    counts["share"] = counts["lists"] / counts.groupby("bin_start_ms")["lists"].transform("sum")
+    return counts
+
+
+def allocation_history(store_path: Path, name: str) -> pd.DataFrame:
+    """Every stored Thompson allocation: computed_at (ms), variant, weight."""
+    with connect(store_path) as conn:
+        rows = conn.execute(
+            "SELECT computed_at, weights FROM experiment_allocations WHERE experiment = ? "
+            "ORDER BY computed_at",
+            (name,),
+        ).fetchall()
+    records = [
+        {"computed_at": at, "variant": variant, "weight": weight}
+        for at, weights in rows
+        for variant, weight in json.loads(weights).items()
+    ]
+    return pd.DataFrame(records, columns=["computed_at", "variant", "weight"])
+
+
+# -- segments -------------------------------------------------------------------------------
+
+
+def _segment_labels(store_path: Path, experiment: str, units: pd.DataFrame) -> pd.DataFrame:
+    """Per user: "history" (new / returning before the first exposure) and every user
+    attribute with a few distinct values (region, ...)."""
+    with connect(store_path) as conn:
+        first = query(
+            conn,
+            "SELECT e.user_id, MIN(e.ts) AS first_event FROM events e WHERE e.user_id IN "
+            "(SELECT DISTINCT user_id FROM exposure_arms WHERE experiment = ?) "
+            "GROUP BY e.user_id",
+            (experiment,),
+        )
+        users = query(
+            conn,
+            "SELECT user_id, attributes FROM users WHERE user_id IN "
+            "(SELECT DISTINCT user_id FROM exposure_arms WHERE experiment = ?)",
+            (experiment,),
+        )
+    labels = units[["user_id", "first_exposure_ms"]].drop_duplicates("user_id")
+    labels = labels.merge(first, on="user_id", how="left")
+    returning = labels["first_event"] < labels["first_exposure_ms"]
+    labels["history"] = np.where(returning, "returning", "new")
+    attributes = pd.DataFrame(
+        [json.loads(a) if isinstance(a, str) else {} for a in users["attributes"]],
+        index=users["user_id"],
+    )
+    for column in attributes.columns:
+        values = attributes[column].dropna()
+        if values.map(lambda v: isinstance(v, str | int | bool)).all() and (
+            1 < values.nunique() <= MAX_SEGMENT_VALUES
+        ):
+            labels[str(column)] = labels["user_id"].map(attributes[column].astype(str))
+    return labels.drop(columns=["first_event", "first_exposure_ms"])
+
+
+def _segments(
+    store_path: Path, experiment: ExperimentConfig, units: pd.DataFrame,
+    analysis: ExperimentAnalysis | None,
+) -> pd.DataFrame:  # fmt: skip
+    """Lift per segment value for CTR and conversion (read them as exploratory: many
+    segments make a few "significant" by chance)."""
+    if analysis is None or units["user_id"].isna().all():
+        return pd.DataFrame()
+    labels = _segment_labels(store_path, experiment.name, units)
+    labelled = units.merge(labels, on="user_id", how="left")
+    frames = []
+    for segment in labels.columns.drop("user_id"):
+        for value, group in labelled.groupby(segment):
+            per_arm = group.groupby("variant").size()
+            if len(per_arm) < 2 or per_arm.min() < MIN_SEGMENT_UNITS:
+                continue
+            if experiment.control not in per_arm.index:
+                continue
+            result = analyse(group, alpha=experiment.alpha, control=experiment.control)
+            rows = _lift_rows(result, SEGMENT_METRICS)
+            rows.insert(0, "segment", segment)
+            rows.insert(1, "value", str(value))
+            rows.insert(2, "units", len(group))
+            frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# -- shadow variants ------------------------------------------------------------------------
+
+
+def shadow_comparison(store_path: Path, name: str, window_hours: float = 24.0) -> pd.DataFrame:
+    """Shadow lists against the lists shown for the same requests: the share of lists
+    holding an item the user then clicked or bought (within the window), and the overlap.
+
+    The shown list has a head start (users click what they see), so compare shadows with
+    each other and read the purchase hit rate, which organic purchases also feed, first."""
+    with connect(store_path) as conn:
+        lists = query(
+            conn,
+            "SELECT x.recommendation_id, x.shadow_of, a.variant, x.user_id, x.served_at "
+            "FROM exposure_arms a JOIN exposures x ON x.recommendation_id = a.recommendation_id "
+            "WHERE a.experiment = ? AND a.shown = 0",
+            (name,),
+        )
+        if lists.empty:
+            return pd.DataFrame()
+        shown = query(
+            conn,
+            "SELECT x.recommendation_id, a.variant, x.user_id, x.served_at FROM exposures x "
+            "JOIN exposure_arms a ON a.recommendation_id = x.recommendation_id "
+            "AND a.experiment = ? WHERE x.recommendation_id IN "
+            "(SELECT x2.shadow_of FROM exposure_arms a2 JOIN exposures x2 "
+            "ON x2.recommendation_id = a2.recommendation_id WHERE a2.experiment = ? "
+            "AND a2.shown = 0)",
+            (name, name),
+        )
+        items = query(
+            conn,
+            "SELECT i.recommendation_id, i.item_id FROM exposure_items i WHERE "
+            "i.recommendation_id IN (SELECT recommendation_id FROM exposure_arms "
+            "WHERE experiment = ?) ",
+            (name,),
+        )
+        acted = query(
+            conn,
+            "SELECT user_id, item_id, event_type, ts FROM events WHERE event_type IN "
+            "('click', 'purchase') AND user_id IN (SELECT DISTINCT user_id FROM exposure_arms "
+            "WHERE experiment = ? AND shown = 0)",
+            (name,),
+        )
+    paired = shown[shown["recommendation_id"].isin(lists["shadow_of"])]
+    both = pd.concat(
+        [paired.assign(role="shown"), lists.drop(columns="shadow_of").assign(role="shadow")],
+        ignore_index=True,
+    )
+    window = window_hours * HOUR_MS
+    hits = both.merge(items, on="recommendation_id").merge(acted, on=["user_id", "item_id"])
+    hits = hits[(hits["ts"] > hits["served_at"]) & (hits["ts"] <= hits["served_at"] + window)]
+    out = both.groupby(["role", "variant"]).size().rename("lists").to_frame()
+    for kind in ("click", "purchase"):
+        hit_lists = (
+            hits[hits["event_type"] == kind]
+            .groupby(["role", "variant"])["recommendation_id"]
+            .nunique()
+        )
+        out[f"{kind}_hit_rate"] = (hit_lists / out["lists"]).fillna(0.0)
+    out["overlap_with_shown"] = _overlap(lists, items)
+    return out.reset_index()
+
+
+def _overlap(lists: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
+    """Mean share of a shadow list's items that the shown list also held, per variant."""
+    sets = items.groupby("recommendation_id")["item_id"].agg(set)
+    shared = [
+        len(sets.get(r, set()) & sets.get(s, set())) / max(len(sets.get(r, set())), 1)
+        for r, s in zip(lists["recommendation_id"], lists["shadow_of"], strict=True)
+    ]
+    frame = lists.assign(overlap=shared, role="shadow")
+    return frame.groupby(["role", "variant"])["overlap"].mean()
+
+
+# -- position bias --------------------------------------------------------------------------
+
+
+def click_logs(
+    store_path: Path,
+    since_ms: int | None = None,
+    experiment: str | None = None,
+    shuffled: bool | None = None,
+) -> pd.DataFrame:
+    """One row per shown item: recommendation_id, user_id, placement, variant (when an
+    experiment is named), shuffled (list served in random order), item_id, position,
+    clicked (a click on it was sent with the list's id). ``shuffled`` keeps only lists
+    served in random order (True) or in ranked order (False)."""
+    where, params = ["x.shown = 1"], []
+    join = ""
+    variant = "NULL AS variant"
+    if experiment is not None:
+        join = "JOIN exposure_arms a ON a.recommendation_id = x.recommendation_id "
+        where.append("a.experiment = ?")
+        params.append(experiment)
+        variant = "a.variant"
+    if since_ms is not None:
+        where.append("x.served_at >= ?")
+        params.append(since_ms)
+    if shuffled is not None:
+        where.append(f"x.shuffled = {int(shuffled)}")
+    sql = (
+        f"SELECT i.recommendation_id, i.user_id, x.placement, {variant}, x.shuffled, "
+        "i.item_id, i.position, EXISTS (SELECT 1 FROM events e WHERE "
+        "e.recommendation_id = i.recommendation_id AND e.item_id = i.item_id "
+        "AND e.event_type = 'click') AS clicked "
+        f"FROM exposures x {join}JOIN exposure_items i "
+        f"ON i.recommendation_id = x.recommendation_id WHERE {' AND '.join(where)}"
+    )
+    with connect(store_path) as conn:
+        return query(conn, sql, tuple(params))
+
+
+def fit_position_bias(
+    logs: pd.DataFrame, source: str = "auto", max_position: int | None = None
+) -> tuple[PositionBias, str]:
+    """PBM fit on click logs, and which lists it used.
+
+    A personalised ranking puts what a user likes on top, and the PBM (attractiveness per
+    item, not per user) reads that as examination: only lists served in random order
+    (``shuffle`` variants) separate the two. ``source``: "shuffled", "all", or "auto"
+    (shuffled lists when there are any)."""
+    shuffled = logs[logs["shuffled"] == 1]
+    if source == "shuffled" or (source == "auto" and shuffled["clicked"].any()):
+        logs, source = shuffled, "shuffled"
+    else:
+        source = "all"
+    if logs.empty or not logs["clicked"].any():
+        raise DataError("no clicks with a recommendation_id logged yet: nothing to estimate from")
+    fitted = estimate_position_bias(logs, item=["placement", "item_id"], max_position=max_position)
+    return fitted, source
+
+
+def position_bias(
+    store_path: Path,
+    since_ms: int | None = None,
+    experiment: str | None = None,
+    max_position: int | None = None,
+    source: str = "auto",
+) -> PositionBias:
+    """Examination probability per position, relative to position 1, fitted by EM on the
+    click logs (position-based model, attractiveness per placement and item); see
+    ``fit_position_bias`` for ``source``."""
+    logs = click_logs(store_path, since_ms, experiment)
+    return fit_position_bias(logs, source, max_position)[0]
+
+
+def click_training_frame(
+    store_path: Path, bias: PositionBias | None = None, since_ms: int | None = None
+) -> pd.DataFrame:
+    """Click logs with an inverse-propensity ``weight`` per row, for training a ranker on
+    clicks without learning the position bias back (Joachims et al. 2017)."""
+    logs = click_logs(store_path, since_ms)
+    bias = bias or fit_position_bias(logs)[0]
+    weights = training_weights(logs["position"], logs["clicked"], bias.examination)
+    return logs.assign(weight=weights)
+
+
+def _position_bias(
+    store_path: Path, logs: pd.DataFrame
+) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """The shop's position bias from every shuffled list when there are any (unconfounded),
+    else from this experiment's own ``logs`` (see ``fit_position_bias``)."""
+    try:
+        bias, source = fit_position_bias(click_logs(store_path, shuffled=True), "shuffled")
+    except (DataError, ValueError):
+        try:
+            bias, source = fit_position_bias(logs, "all")
+        except (DataError, ValueError):
+            return None, None
+    found = {
+        "examination": [float(v) for v in bias.examination],
+        "source": source,
+        "iterations": bias.iterations,
+        "converged": bias.converged,
+    }
+    return found, bias.examination
+
+
+def _debiased_ctr(logs: pd.DataFrame, theta: np.ndarray | None) -> pd.DataFrame:
+    """Item CTR per variant as logged and with clicks weighted by 1/θ(position)."""
+    if theta is None or logs.empty:
+        return pd.DataFrame()
+    rows = []
+    for variant, group in logs.groupby("variant"):
+        rows.append(
+            {
+                "variant": variant,
+                "item_impressions": len(group),
+                "item_ctr": float(group["clicked"].mean()),
+                "item_ctr_debiased": ips_ctr(group["clicked"], group["position"], theta),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# -- business metrics -----------------------------------------------------------------------
+
+
+def business_metrics(
+    store_path: Path,
+    since: Any = None,
+    until: Any = None,
+    by: Sequence[str] = ("placement", "position"),
+) -> pd.DataFrame:
+    """Shown lists' item impressions and what followed directly (events sent with the
+    list's recommendation_id on one of its items), grouped ``by`` any of placement, route,
+    model_version, position, day, hour: impressions, lists, clicks, add_to_carts,
+    purchases, revenue, ctr, add_to_cart_rate, purchase_rate, revenue_per_impression.
+    ``since``/``until``: datetimes, ISO strings or unix milliseconds."""
+    unknown = [b for b in by if b not in GROUPS]
+    if unknown:
+        raise DataError(f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    keys = [f"{GROUPS[b]} AS {b}" for b in by]
+    where, params = ["x.shown = 1"], []
+    for bound, op in ((since, ">="), (until, "<")):
+        if bound is not None:
+            where.append(f"x.served_at {op} ?")
+            params.append(_millis(bound))
+    group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
+    select = ", ".join(keys) + ", " if keys else ""
+    shown_sql = (
+        f"SELECT {select}COUNT(*) AS impressions, COUNT(DISTINCT x.recommendation_id) AS lists "
+        "FROM exposures x JOIN exposure_items i ON i.recommendation_id = x.recommendation_id "
+        f"WHERE {' AND '.join(where)} {group}"
+    )
+    outcome_sql = (
+        f"SELECT {select}"
+        "SUM(e.event_type = 'click') AS clicks, SUM(e.event_type = 'add_to_cart') AS add_to_carts, "
+        "SUM(e.event_type = 'purchase') AS purchases, "
+        "SUM(CASE WHEN e.event_type = 'purchase' THEN COALESCE(e.value, 0) ELSE 0 END) AS revenue "
+        "FROM events e JOIN exposure_items i ON i.recommendation_id = e.recommendation_id "
+        "AND i.item_id = e.item_id JOIN exposures x ON x.recommendation_id = i.recommendation_id "
+        f"WHERE e.event_type IN ('click', 'add_to_cart', 'purchase') AND {' AND '.join(where)} "
+        f"{group}"
+    )
+    with connect(store_path) as conn:
+        shown = query(conn, shown_sql, tuple(params))
+        outcomes = query(conn, outcome_sql, tuple(params))
+    counts = ["clicks", "add_to_carts", "purchases", "revenue"]
+    frame = shown.merge(outcomes, on=list(by), how="left") if by else shown.join(outcomes)
+    frame[counts] = frame[counts].fillna(0.0).astype(np.float64)
+    impressions = frame["impressions"].replace(0, np.nan)
+    frame["ctr"] = frame["clicks"] / impressions
+    frame["add_to_cart_rate"] = frame["add_to_carts"] / impressions
+    frame["purchase_rate"] = frame["purchases"] / impressions
+    frame["revenue_per_impression"] = frame["revenue"] / impressions
+    return frame.sort_values(list(by)).reset_index(drop=True) if by else frame
+
+
+def _millis(value: Any) -> int:
+    if isinstance(value, int | float):
+        return int(value)
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int(stamp.value // 1_000_000)
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    if frame is None or frame.empty:
+        return []
+    return frame.to_dict(orient="records")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,173 @@
+"""The exposure log: every served list, written to the store off the request path.
+
+A request only appends a tuple to a deque (an atomic operation under the GIL, well under a
+microsecond); a background thread turns the pending lists into rows of ``exposures``,
+``exposure_items`` and ``exposure_arms`` and writes them in one transaction every
+``flush_seconds`` (default 0.1 s). Durability window: a list reaches the store within
+``flush_seconds`` plus one write in normal operation, and `stop()` (server shutdown, SIGINT
+or SIGTERM) writes whatever is pending before the process exits; only a hard kill
+(SIGKILL, power loss) can lose the lists of the last window.
+
+Readers that need every list served so far (the results route, a bandit recomputation,
+an erasure) call `flush()` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("nextbuy.serving")
+
+# Beyond this many lists waiting (the store unwritable for a long time) the oldest are
+# dropped and counted, so a broken disk cannot exhaust the server's memory.
+MAX_PENDING = 200_000
+
+EXPOSURE_SQL = "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ITEM_SQL = "INSERT OR IGNORE INTO exposure_items VALUES (?, ?, ?, ?, ?)"
+ARM_SQL = "INSERT OR IGNORE INTO exposure_arms VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """The experiment arm a list was served (or computed, for a shadow) under."""
+
+    experiment: str
+    variant: str
+    unit_id: str
+
+
+# (served_at ms, response body, session id, route, arms, shown, shadow_of)
+Pending = tuple[int, dict[str, Any], str | None, str, Sequence[Arm], bool, str | None]
+
+
+class ExposureLog:
+    def __init__(self, store_path: Path, flush_seconds: float = 0.1) -> None:
+        self.store_path = Path(store_path)
+        self.flush_seconds = flush_seconds
+        self._pending: deque[Pending] = deque()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.written = 0
+        self.dropped = 0
+
+    # -- request path --------------------------------------------------------------------------
+    def record(
+        self,
+        body: dict[str, Any],
+        session_id: str | None,
+        route: str,
+        arms: Sequence[Arm] = (),
+        shown: bool = True,
+        shadow_of: str | None = None,
+    ) -> None:
+        """Queue one served list; the body must not be changed afterwards."""
+        self._pending.append(
+            (time.time_ns() // 1_000_000, body, session_id, route, arms, shown, shadow_of)
+        )
+
+    # -- background writer ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="nextbuy-exposures", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write everything pending, then stop the writer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.flush()
+        with self._flush_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("writing exposures failed; they stay queued")
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write every queued list now; returns how many were written."""
+        with self._flush_lock:
+            batch: list[Pending] = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if not batch:
+                return 0
+            try:
+                self._write(batch)
+            except Exception:
+                self._requeue(batch)
+                raise
+            self.written += len(batch)
+            return len(batch)
+
+    def _requeue(self, batch: list[Pending]) -> None:
+        self._pending.extendleft(reversed(batch))
+        excess = len(self._pending) - MAX_PENDING
+        for _ in range(max(excess, 0)):
+            self._pending.popleft()
+            self.dropped += 1
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(
+                self.store_path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        return self._conn
+
+    def _write(self, batch: list[Pending]) -> None:
+        exposures, items, arms = rows(batch)
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(EXPOSURE_SQL, exposures)
+            conn.executemany(ITEM_SQL, items)
+            if arms:
+                conn.executemany(ARM_SQL, arms)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def rows(batch: Sequence[Pending]) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """Table rows for pending lists: exposures, exposure_items, exposure_arms."""
+    exposures: list[tuple] = []
+    items: list[tuple] = []
+    arms: list[tuple] = []
+    for served_at, body, session_id, route, list_arms, shown, shadow_of in batch:
+        rec_id = body["recommendation_id"]
+        user = body.get("user_id")
+        listed = body["items"]
+        exposures.append(
+            (rec_id, user, session_id, body["placement"], route, body.get("model_version"),
+             int(shown), shadow_of, int(bool(body.get("shuffled"))), served_at, len(listed))
+        )  # fmt: skip
+        items.extend(
+            (rec_id, entry["position"], entry["item_id"], entry.get("score"), user)
+            for entry in listed
+        )
+        arms.extend(
+            (arm.experiment, rec_id, arm.variant, arm.unit_id, user, int(shown), served_at)
+            for arm in list_arms
+        )
+    return exposures, items, arms
