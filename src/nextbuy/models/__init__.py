@@ -15,6 +15,7 @@ from typing import Any
 from nextbuy.errors import ConfigError
 from nextbuy.models.base import ModelFitError, Recommender, TopK, top_k
 from nextbuy.models.blend import Blend, OwnHistory
+from nextbuy.models.content_model import ContentModel
 from nextbuy.models.ease import EASE
 from nextbuy.models.fbt import FrequentlyBoughtTogether
 from nextbuy.models.itemknn import ItemKNN
@@ -36,6 +37,7 @@ MODELS: dict[str, type[Recommender]] = {
         RandomModel,
         Blend,
         OwnHistory,
+        ContentModel,
     )
 }
 
