@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nextbuy.dashboard import impact, quality
-from nextbuy.dashboard.aggregates import EventAggregates
+from nextbuy.dashboard.aggregates import SETTLE_MS, EventAggregates
 from nextbuy.dashboard.sessions import DashboardSessions
 from nextbuy.dashboard.telemetry import Sampler
 
@@ -101,6 +101,7 @@ class Dashboard:
         self._audit_thread: threading.Thread | None = None
         self._imports_seen: int | None = None
         self._verify_next = False
+        self._up_to_now = False
 
     # -- the background thread -------------------------------------------------------------------
     def ensure_running(self) -> None:
@@ -159,7 +160,11 @@ class Dashboard:
     def refresh(self, audit: bool = False) -> None:
         """Bring every figure up to date now (the audit only when asked)."""
         self.ensure_running()
+        # An explicit refresh covers everything served and stored up to now: queued lists
+        # are written first, and the settle margin of the periodic refresh is not waited for.
+        self.state.exposures.flush()
         self._verify_next = True
+        self._up_to_now = True
         quick = ("events", "figures", "business", "experiments")
         self.tick(force=(*quick, "audit") if audit else quick)
 
@@ -192,7 +197,9 @@ class Dashboard:
             or time.time() - counts.verified_at >= VERIFY_SECONDS
         )
         self._verify_next = False
-        fresh = self.events.refresh(verify=verify)
+        now_ms = int(time.time() * 1000) + SETTLE_MS if self._up_to_now else None
+        self._up_to_now = False
+        fresh = self.events.refresh(now_ms=now_ms, verify=verify)
         self._imports_seen = imports
         return fresh
 
