@@ -135,6 +135,8 @@ def json_objects(series: pd.Series) -> tuple[list[str | None], np.ndarray]:
     """Validate JSON-object text; returns compact JSON (or None) and the bad mask."""
     out: list[str | None] = [None] * len(series)
     bad = np.zeros(len(series), dtype=bool)
+    if not series.notna().any():
+        return out, bad
     for position, text in enumerate(series.astype(object)):
         if text is None or text is pd.NA:
             continue
