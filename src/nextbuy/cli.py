@@ -502,6 +502,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err_console)]
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     if development:
         err_console.print(
             "[bold red]WARNING: no API key exists, so the API is open to anything that can "

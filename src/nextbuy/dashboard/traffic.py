@@ -108,6 +108,9 @@ def run_in_background(url: str, visitors: int = 20, wait_seconds: float = 600) -
             try:
                 found = client.get("/v1/dashboard/explore/search").json()["users"]
                 sent = simulate_traffic(client, [u["user_id"] for u in found][:visitors])
+                # Its results stay on the dashboard, but a newcomer trying the API should get
+                # personal lists, not land in the trending-only holdout.
+                client.post(f"/v1/admin/experiments/{EXPERIMENT['name']}/stop")
                 client.post("/v1/dashboard/refresh")
             except (httpx.HTTPError, KeyError, ValueError) as exc:
                 log.warning("simulated traffic stopped: %s", exc)
