@@ -162,6 +162,24 @@ def _column_values(frame: pd.DataFrame, column: str) -> list[Any]:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
+def _flat_values(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[Any]:
+    """Row-major values of these columns as Python objects, missing ones as None.
+
+    One object matrix raveled in C: building it row by row in Python cost a quarter of an
+    import's time.
+    """
+    arrays = []
+    for column in columns:
+        series = frame[column]
+        values = series.to_numpy(dtype=object)
+        missing = series.isna().to_numpy()
+        if missing.any():
+            values = values.copy()
+            values[missing] = None
+        arrays.append(values)
+    return np.column_stack(arrays).ravel().tolist()
+
+
 def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     return list(zip(*(_column_values(frame, c) for c in columns), strict=True))
 
@@ -230,7 +248,7 @@ class SQLiteStore:
             before = self._conn.total_changes
             for start in range(0, n, SLICE_ROWS):
                 part = frame.iloc[start : start + SLICE_ROWS]
-                values = [v for row in _rows(part, columns) for v in row]
+                values = _flat_values(part, columns)
                 rows = len(part)
                 cut = (rows // per_statement) * per_statement
                 step = per_statement * width
