@@ -421,12 +421,10 @@ def evaluate(
     config: ConfigOption = None,
 ) -> None:
     """Compare models on a temporal split next to random and popularity; writes an HTML report."""
-    _evaluate(_settings(config), protocol, model, "evaluating")
+    _evaluate(_settings(config), protocol, model)
 
 
-def _evaluate(
-    settings: Settings, protocol: str | None, models: list[str] | None, step_title: str
-) -> None:
+def _evaluate(settings: Settings, protocol: str | None, models: list[str] | None) -> None:
     from nextbuy.evaluation.report import print_table, write_report
 
     result = _with_steps(lambda step: _run_evaluation(settings, protocol, models, step))
@@ -445,19 +443,10 @@ def _run_evaluation(
     from nextbuy.evaluation.runner import evaluate_models
     from nextbuy.evaluation.splits import temporal_split
     from nextbuy.models import create_model
-    from nextbuy.store import open_store
-    from nextbuy.training import read_interactions
 
-    store = open_store(settings.store_path)
-    try:
-        step("reading events")
-        events = read_interactions(store)
-        items = store.items()
-    finally:
-        store.close()
+    step("reading events")
+    positive, items = _positive_events(settings)
     weights = settings.events.all_weights()
-    positive = events[events["event_type"].map(weights).fillna(0) > 0]
-    positive = positive.dropna(subset=["user_id", "timestamp"])
     split = temporal_split(positive, test_fraction=0.2)
     names = list(models or dict.fromkeys([settings.training.model, *DEFAULT_EVALUATED_MODELS]))
     chosen = {name: create_model(name, **model_params(settings, name)) for name in names}
@@ -467,10 +456,27 @@ def _run_evaluation(
         split,
         chosen,
         protocol=protocol,
-        items=None if items.empty else items,
+        items=items,
         weights=weights,
         half_life_days=settings.training.half_life_days,
     )
+
+
+def _positive_events(settings: Settings) -> tuple[Any, Any]:
+    """Dated events of known users whose type counts as interest, and the catalogue (or None):
+    what `evaluate` and `tune` split by time."""
+    from nextbuy.store import open_store
+    from nextbuy.training import read_interactions
+
+    store = open_store(settings.store_path)
+    try:
+        events = read_interactions(store)
+        items = store.items()
+    finally:
+        store.close()
+    weights = settings.events.all_weights()
+    positive = events[events["event_type"].map(weights).fillna(0) > 0]
+    return positive.dropna(subset=["user_id", "timestamp"]), None if items.empty else items
 
 
 @app.command()
@@ -800,20 +806,11 @@ def tune(
     from nextbuy.engine import TUNED_FILE, tuned_params
     from nextbuy.evaluation.splits import temporal_split
     from nextbuy.evaluation.tuning import tune as run_tuning
-    from nextbuy.store import open_store
-    from nextbuy.training import read_interactions
 
     settings = _settings(config)
     name = model or settings.training.model
-    store = open_store(settings.store_path)
-    try:
-        events = read_interactions(store)
-        items = store.items()
-    finally:
-        store.close()
+    positive, items = _positive_events(settings)
     weights = settings.events.all_weights()
-    positive = events[events["event_type"].map(weights).fillna(0) > 0]
-    positive = positive.dropna(subset=["user_id", "timestamp"])
     # The newest window stays unseen, as in `evaluate`; tuning uses the one before it.
     split = temporal_split(positive, test_fraction=0.2, validation_fraction=0.1)
     protocol = "discovery" if settings.training.exclude_seen else "repeat"
@@ -829,7 +826,7 @@ def tune(
                 protocol=protocol,
                 weights=weights,
                 half_life_days=settings.training.half_life_days,
-                items=None if items.empty else items,
+                items=items,
             ),
         )[1]
     )
@@ -892,7 +889,7 @@ def demo(
     finally:
         store.close()
     console.rule("4. evaluate against baselines")
-    _evaluate(settings, protocol=None, models=None, step_title="evaluating")
+    _evaluate(settings, protocol=None, models=None)
     if serve:
         console.rule("5. serve")
         if traffic:  # so the dashboard has live lists, clicks and purchases to show

@@ -76,7 +76,7 @@ class Engine:
 
     def fit_matrix(self, data: InteractionMatrix, items: pd.DataFrame | None = None) -> Self:
         model = create_model(self.model_name, **self.params)
-        self.model = model.fit(data, _catalogue_for(items, data))
+        self.model = model.fit(data, None if items is None or items.empty else items)
         self.data = data
         self.items = items
         return self
@@ -137,11 +137,11 @@ class Engine:
         self, table: pd.DataFrame, users: list[str], histories: sp.csr_matrix, k: int
     ) -> pd.DataFrame:
         """Users with nothing to go on get the most popular items, never an empty list."""
-        empty = [u for u, n in zip(users, np.diff(histories.indptr), strict=True) if n == 0]
+        empty = {u for u, n in zip(users, np.diff(histories.indptr), strict=True) if n == 0}
         short = set(table.groupby("user_id").size().loc[lambda s: s < k].index) | (
             set(users) - set(table["user_id"])
         )
-        cold = [u for u in users if u in short or u in set(empty)]
+        cold = [u for u in users if u in short or u in empty]
         if not cold:
             return table
         _, data = self._ready()
@@ -191,10 +191,6 @@ class Engine:
         items_path = path / "items.parquet"
         engine.items = pd.read_parquet(items_path) if items_path.is_file() else None
         return engine
-
-
-def _catalogue_for(items: pd.DataFrame | None, data: InteractionMatrix) -> pd.DataFrame | None:
-    return None if items is None or items.empty else items
 
 
 def _items_for_disk(items: pd.DataFrame) -> pd.DataFrame:
