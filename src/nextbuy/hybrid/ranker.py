@@ -34,6 +34,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "lambdarank_truncation_level": 20,
     "verbosity": -1,
 }
+# Objectives that score rows one by one (the group only feeds the NDCG shown in the report).
+POINTWISE_OBJECTIVES = frozenset({"binary", "cross_entropy", "xentropy", "regression"})
 
 
 @dataclass
@@ -70,12 +72,24 @@ class Ranker:
         self.calibration = (1.0, 0.0)  # p = sigmoid(a × score + b)
         self.report: RankerFit | None = None
 
-    def fit(self, features: pd.DataFrame, labels: np.ndarray, groups: np.ndarray) -> RankerFit:
-        """Train on rows ordered by group; `groups` are the group sizes in that order."""
+    def fit(
+        self,
+        features: pd.DataFrame,
+        labels: np.ndarray,
+        groups: np.ndarray,
+        weights: np.ndarray | None = None,
+    ) -> RankerFit:
+        """Train on rows ordered by group; `groups` are the group sizes in that order.
+
+        `weights` (one per row, e.g. inverse-propensity weights of logged clicks) scale each
+        row's gradient; LightGBM applies them per row under lambdarank too, after a list's
+        pairwise lambdas are summed."""
         groups = np.asarray(groups, np.int64)
         if groups.sum() != len(features) or len(labels) != len(features):
             raise DataError("ranker rows, labels and group sizes disagree")
-        keep_group = _positive_groups(labels, groups)
+        if weights is not None and len(weights) != len(features):
+            raise DataError("ranker rows and weights disagree")
+        keep_group = _informative_groups(labels, groups, self.params["objective"])
         rows = np.isin(np.repeat(np.arange(len(groups)), groups), keep_group)
         x = features.iloc[np.flatnonzero(rows)].reset_index(drop=True)
         y, g = np.asarray(labels)[rows], groups[keep_group]
@@ -83,13 +97,16 @@ class Ranker:
             raise DataError("the ranker needs at least two users with a purchase in its window")
         valid = np.random.default_rng(self.seed).random(len(g)) < self.valid_share
         valid_rows = np.repeat(valid, g)
+        w = None if weights is None else np.asarray(weights, np.float64)[rows]
         model = lightgbm.LGBMRanker(**self.params, random_state=self.seed, n_jobs=self.n_jobs)
         model.fit(
             x.loc[~valid_rows],
             y[~valid_rows],
+            sample_weight=None if w is None else w[~valid_rows],
             group=g[~valid],
             eval_X=(x.loc[valid_rows],),
             eval_y=(y[valid_rows],),
+            eval_sample_weight=None if w is None else [w[valid_rows]],
             eval_group=[g[valid]],
             eval_at=[10],
             callbacks=[lightgbm.early_stopping(self.early_stopping_rounds, verbose=False)],
@@ -173,6 +190,14 @@ class Ranker:
         if meta.get("report"):
             ranker.report = RankerFit(**meta["report"])
         return ranker
+
+
+def _informative_groups(labels: np.ndarray, groups: np.ndarray, objective: str) -> np.ndarray:
+    """Indices of the groups that teach the objective: under a ranking objective a group
+    without a positive has no pair to learn from; a pointwise one learns from its negatives."""
+    if objective in POINTWISE_OBJECTIVES:
+        return np.flatnonzero(groups > 0)
+    return _positive_groups(labels, groups)
 
 
 def _positive_groups(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
