@@ -209,11 +209,14 @@ def small_matrix() -> InteractionMatrix:
         ("trending", {}),
     ],
 )
+@pytest.mark.parametrize("hot", [False, True])
 def test_pool_scores_equal_the_models_own_scores(
-    small_matrix: InteractionMatrix, name: str, params: dict
+    small_matrix: InteractionMatrix, name: str, params: dict, hot: bool
 ) -> None:
     model = create_model(name, **params).fit(small_matrix)
-    scorer = Scorer(model)
+    # a hot block that covers part of the pool and items outside it
+    hot_items = np.arange(small_matrix.n_items)[::-3][:50] if hot else None
+    scorer = Scorer(model, hot=hot_items)
     pool = np.arange(0, small_matrix.n_items, 2)
     for user in range(0, 60, 7):
         row = small_matrix.matrix[user]

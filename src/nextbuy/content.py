@@ -479,6 +479,32 @@ class ContentFeatures:
             blocks.append(sp.csr_matrix(self.weights.get("embedding", 1.0) * emb))
         return sp.csr_matrix(normalize(sp.hstack(blocks, format="csr")))
 
+    def encode(self, items: pd.DataFrame) -> sp.csr_matrix:
+        """Rows in the space of `vectors()` for items added since the build (a new product).
+
+        Text and categorical blocks with the fitted vocabularies; the embedding block stays
+        zero (the encoder costs seconds to load) and the price token is left out (its level is
+        relative to a category's other prices). Rows are unit length, as in `vectors()`.
+        """
+        table = catalog_frame(items)
+        if self.category_inferred:
+            categories = table["title"].map(infer_category).to_numpy(dtype=object)
+        else:
+            categories = item_categories(table.assign(category=table["category"]))[0]
+        documents = _documents(table, categories)
+        text = (
+            self._tfidf(documents)
+            if len(self.vocabulary)
+            else sp.csr_matrix((len(table), 0), dtype=np.float32)
+        )
+        no_price = np.full(len(table), -1)
+        tokens = _tokens(categories, table["brand"], table["attributes"], no_price)
+        blocks = [self.weights.get("text", 1.0) * text]
+        blocks.append(self.weights.get("categorical", 0.5) * _one_hot(tokens, self.tokens))
+        if self.embeddings is not None:
+            blocks.append(sp.csr_matrix((len(table), self.embeddings.shape[1]), dtype=np.float32))
+        return sp.csr_matrix(normalize(sp.hstack(blocks, format="csr")), dtype=np.float32)
+
     def _tfidf(self, documents: list[str]) -> sp.csr_matrix:
         counter = CountVectorizer(
             vocabulary=list(self.vocabulary), ngram_range=(1, 2), token_pattern=TOKEN_PATTERN

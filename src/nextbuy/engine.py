@@ -13,7 +13,7 @@ The CLI and the API use the same object, so a notebook sees what the storefront 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,6 +27,17 @@ from nextbuy.matrix import Batch, InteractionMatrix, build_matrix
 from nextbuy.models import Recommender, TopK, create_model
 
 ENGINE_FILE = "engine.json"
+Step = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _as_frame(batch: Batch) -> pd.DataFrame:
+    return batch if isinstance(batch, pd.DataFrame) else batch.to_pandas()  # type: ignore[union-attr]
+
+
 TUNED_FILE = "tuned_params.json"
 
 
@@ -64,15 +75,38 @@ class Engine:
         return cls(load_settings(path, **overrides), model, params)
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None) -> Self:
+    def fit(
+        self, interactions: pd.DataFrame, items: pd.DataFrame | None = None, step: Step = _quiet
+    ) -> Self:
         """Train on a DataFrame of interactions (user_id, item_id, event_type, timestamp...)."""
-        return self.fit_batches([interactions], items)
+        return self.fit_batches([interactions], items, step)
 
-    def fit_batches(self, batches: Iterable[Batch], items: pd.DataFrame | None = None) -> Self:
-        data = build_matrix(
-            batches, self.settings.events.all_weights(), self.settings.training.half_life_days
-        )
+    def fit_batches(
+        self, batches: Iterable[Batch], items: pd.DataFrame | None = None, step: Step = _quiet
+    ) -> Self:
+        weights = self.settings.events.all_weights()
+        model = create_model(self.model_name, **self.params)
+        if getattr(model, "needs_events", False):
+            return self._fit_events(model, batches, items, step)
+        data = build_matrix(batches, weights, self.settings.training.half_life_days)
         return self.fit_matrix(data, items)
+
+    def _fit_events(
+        self, model: Any, batches: Iterable[Batch], items: pd.DataFrame | None, step: Step
+    ) -> Self:
+        # The hybrid learns from dated events (label windows, recency features), which the
+        # aggregated matrix has lost: it gets the events, and the matrix its item order.
+        events = pd.concat([_as_frame(b) for b in batches], ignore_index=True)
+        weights = self.settings.events.all_weights()
+        exclude_seen = self.settings.training.exclude_seen
+        items = None if items is None or items.empty else items
+        stage_items = model.fit_events(events, items, weights, exclude_seen, step)
+        data = build_matrix(
+            [events], weights, self.settings.training.half_life_days, item_ids=stage_items
+        )
+        model.attach(data)
+        self.model, self.data, self.items = model, data, items
+        return self
 
     def fit_matrix(self, data: InteractionMatrix, items: pd.DataFrame | None = None) -> Self:
         model = create_model(self.model_name, **self.params)
@@ -96,11 +130,19 @@ class Engine:
         self, user_ids: Sequence[str] | None = None, k: int = 10, exclude_seen: bool = True
     ) -> pd.DataFrame:
         """Top-k for many users (all trained users when None): user_id, rank, item_id, score."""
-        model, data = self._ready()
+        _, data = self._ready()
         users = list(data.user_ids) if user_ids is None else [str(u) for u in user_ids]
-        histories = data.rows(users)
-        top = model.recommend(histories, k, exclude=histories if exclude_seen else None)
-        return self._fill_cold(self._table(users, top, data.item_ids), users, histories, k)
+        top = self.top_k(users, k, exclude_seen)
+        return self._fill_cold(self._table(users, top, data.item_ids), users, data.rows(users), k)
+
+    def top_k(self, user_ids: Sequence[str], k: int, exclude_seen: bool = True) -> TopK:
+        """The model's k best per user (matrix item indices), from their trained histories."""
+        model, data = self._ready()
+        if getattr(model, "needs_events", False):
+            # the hybrid ranks by user (their events), not by a history row
+            return model.recommend_users(list(user_ids), k)  # type: ignore[attr-defined]
+        histories = data.rows(list(user_ids))
+        return model.recommend(histories, k, exclude=histories if exclude_seen else None)
 
     def recommend_history(
         self, history: dict[str, float], k: int = 10, exclude: Iterable[str] = ()

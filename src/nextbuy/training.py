@@ -27,7 +27,7 @@ from nextbuy.evaluation.metrics import (
     summarise,
     users_with_truth,
 )
-from nextbuy.matrix import InteractionMatrix, build_matrix
+from nextbuy.matrix import InteractionMatrix
 from nextbuy.registry import ModelRegistry, Version
 from nextbuy.store.base import Store
 
@@ -67,20 +67,19 @@ def validation_metrics(
     train: pd.DataFrame,
     validation: pd.DataFrame,
     items: pd.DataFrame | None,
+    step: Step = lambda _: None,
 ) -> dict[str, float]:
     """Fit on `train`, rank for users who come back in `validation`, score what they did."""
     weights = settings.events.all_weights()
-    engine = Engine(settings, model, params)
-    data = build_matrix([train], weights, settings.training.half_life_days)
-    engine.fit_matrix(data, items)
+    engine = Engine(settings, model, params).fit(train, items, step)
+    data = engine.data
+    assert data is not None
     truth = _truth(data, validation, weights, settings.training.exclude_seen)
     users = users_with_truth(truth)
     if len(users) == 0:
         raise DataError("no user of the validation window was seen before it; cannot validate")
-    histories = data.matrix[users]
-    exclude = histories if settings.training.exclude_seen else None
-    assert engine.model is not None
-    top = engine.model.recommend(histories, max(VALIDATION_KS), exclude=exclude)
+    exclude_seen = settings.training.exclude_seen
+    top = engine.top_k(list(data.user_ids[users]), max(VALIDATION_KS), exclude_seen)
     metrics = summarise(ranking_metrics(top.items, truth[users], VALIDATION_KS))
     metrics["coverage@10"] = catalog_coverage(top.items[:, :10], data.n_items)
     metrics["validation_users"] = float(len(users))
@@ -128,16 +127,20 @@ def train_version(
     items = None if items.empty else items
     step("validating on the latest window")
     train, validation = validation_window(events, settings.training.validation_fraction)
-    metrics = validation_metrics(settings, model, params, train, validation, items)
+    metrics = validation_metrics(settings, model, params, train, validation, items, step)
     serving = registry.serving()
     serving_metrics = None
     if serving is not None:
         step(f"measuring {serving.name} on the same window")
         serving_metrics = validation_metrics(
-            settings, serving.meta["model"], serving.meta["params"], train, validation, items
+            settings, serving.meta["model"], serving.meta["params"], train, validation, items, step
         )
     step(f"training {model} on all {len(events):,} events")
-    engine = Engine(settings, model, params).fit(events, items)
+    engine = Engine(settings, model, params).fit(events, items, step)
+    prepare = getattr(engine.model, "prepare_to_serve", None)
+    if prepare is not None and engine.data is not None:
+        # the hybrid's lists take a ranker pass per user: done once here, not at each load
+        prepare(list(engine.data.user_ids), settings.serving.candidates, step)
     step("saving the new version")
     staged = registry.staging()
     try:

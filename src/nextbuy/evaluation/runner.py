@@ -76,6 +76,7 @@ class EvaluationSetup:
     train_events: np.ndarray  # training events of each evaluated user (0 = new user)
     popularity: np.ndarray  # distinct training users per training item
     summary: dict[str, Any] = field(default_factory=dict)
+    events: pd.DataFrame | None = None  # the training events, for models that need them
 
     @property
     def n_users(self) -> int:
@@ -123,6 +124,7 @@ def prepare(
         truth_item_ids=item_ids,
         train_events=np.asarray(events).ravel(),
         popularity=np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.float64),
+        events=train,
     )
     setup.summary.update(_setup_summary(setup, relevant))
     return setup
@@ -185,9 +187,29 @@ def recommend_lists(
 ) -> tuple[np.ndarray, float]:
     """Top-k item indices of every evaluated user, and the seconds the model took."""
     start = time.perf_counter()
-    top = model.recommend(setup.histories, k, setup.exclude).items
+    if model.needs_events:
+        top = _lists_by_user(model, setup, k)
+    else:
+        top = model.recommend(setup.histories, k, setup.exclude).items
     seconds = time.perf_counter() - start
     return (fill_with_popular(top, setup) if fill else top), seconds
+
+
+def _fit_on_events(model: Any, setup: EvaluationSetup, items: pd.DataFrame | None) -> None:
+    # the hybrid learns from the dated training events, not from the matrix
+    if setup.events is None:
+        raise DataError(f"model {model.name!r} needs the training events")
+    discovery = setup.protocol == "discovery"
+    model.fit_events(setup.events, items, dict(setup.data.weights), discovery)
+
+
+def _lists_by_user(model: Any, setup: EvaluationSetup, k: int) -> np.ndarray:
+    """An event model ranks users by id over its own item index: mapped onto the matrix's
+    columns (an item the matrix lacks is left out; popular items fill the gap)."""
+    top = model.recommend_users(list(setup.user_ids), k).items
+    own = np.asarray(model.stage_items, dtype=object)
+    column = np.asarray([setup.data.item_index.get(str(t), -1) for t in own], np.int64)
+    return np.where(top >= 0, column[np.maximum(top, 0)], -1)
 
 
 def fill_with_popular(top: np.ndarray, setup: EvaluationSetup) -> np.ndarray:
@@ -356,7 +378,10 @@ def _run(
 ) -> _Outcome:
     start = time.perf_counter()
     try:
-        model.fit(setup.data, items)
+        if model.needs_events:
+            _fit_on_events(model, setup, items)
+        else:
+            model.fit(setup.data, items)
     except NextbuyError as exc:
         return _Outcome(None, time.perf_counter() - start, math.nan, f"{exc}")
     fit_seconds = time.perf_counter() - start

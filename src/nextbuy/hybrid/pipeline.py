@@ -25,7 +25,7 @@ buy-again generator and lets the ranker weigh repurchases against discoveries.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +62,11 @@ EXPOSURE_SCALE = 1000.0  # exposure share in tenths of a percent inside the log
 EXPOSURE_K = 10  # list length the exposure shares are measured at
 EXPOSURE_USERS = 2000  # active users scored to measure them
 HybridProtocol = Literal["discovery", "repeat"]
+Step = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def default_generators(protocol: HybridProtocol = "discovery") -> list[GeneratorSpec]:
@@ -267,6 +272,16 @@ class Scored:
         With an `objective` of weight > 0 the order is by relevance × value; an
         `exposure_penalty` then pushes items that most users' lists hold down, in log space.
         """
+        score = self.ordering(objective, price, exposure_penalty)
+        return rank_groups(self.candidates.rows, score, len(self.user_ids), k)
+
+    def ordering(
+        self,
+        objective: ValueObjective | None = None,
+        price: Any = None,
+        exposure_penalty: float = 0.0,
+    ) -> np.ndarray:
+        """The score `top` orders each user's candidates by (see `top`)."""
         score = self.raw
         if objective is not None and objective.weight > 0:
             score = np.log(objective.score(self.probability, price))
@@ -278,7 +293,7 @@ class Scored:
             # these lists worse than the fallback generator does on its own
             cold = (np.diff(self.request.histories.indptr) == 0)[self.candidates.rows]
             score = np.where(cold, self.fallback, score)
-        return rank_groups(self.candidates.rows, score, len(self.user_ids), k)
+        return score
 
 
 class HybridRecommender:
@@ -302,28 +317,37 @@ class HybridRecommender:
         cutoff: pd.Timestamp | str | None = None,
         *,
         content: ContentFeatures | None = None,
+        step: Step = _quiet,
     ) -> HybridRecommender:
-        """Train on the events before `cutoff` (default: just after the last event)."""
+        """Train on the events before `cutoff` (default: just after the last event).
+
+        `step` hears what is being done (a progress line for the CLI).
+        """
+        step("hybrid: reading events")
         prepared = prepare_events(events, self.config.event_weights())
         if prepared.empty:
             raise DataError("no interactions to train on")
         cut = _cutoff(prepared, cutoff)
         prepared = before(prepared, cut)
+        step(f"hybrid: content features of {len(items):,} items")
         self.content = content or ContentFeatures.build(
             items, embeddings=self.config.embeddings, previous=self.content
         )
         catalog = catalog_frame(items)
         self.titles = dict(zip(catalog["item_id"], catalog["title"].fillna(""), strict=True))
-        frames, labels, groups = self._examples(prepared, items, cut)
+        frames, labels, groups = self._examples(prepared, items, cut, step)
+        step(f"hybrid: training the ranker on {sum(len(f) for f in frames):,} candidates")
         self.ranker = Ranker(
             self.config.ranker_params, seed=self.config.seed, n_jobs=self.config.n_jobs
         )
         report = self.ranker.fit(
             pd.concat(frames, ignore_index=True), np.concatenate(labels), np.concatenate(groups)
         )
+        step("hybrid: fitting the generators on every event")
         with threadpool_limits(self.config.n_jobs):
             self.stage = Stage(prepared, items, self.content, cut, self.config)
         self.cache = {}
+        step("hybrid: measuring exposure")
         self.exposure = self._exposure(prepared, cut)
         self.fit_summary = {"cutoff": cut.isoformat(), "ranker": report.__dict__}
         return self
@@ -346,18 +370,23 @@ class HybridRecommender:
         return (counts / max(len(users), 1)).astype(np.float32)
 
     def _examples(
-        self, events: pd.DataFrame, items: pd.DataFrame, cutoff: pd.Timestamp
+        self,
+        events: pd.DataFrame,
+        items: pd.DataFrame,
+        cutoff: pd.Timestamp,
+        step: Step = _quiet,
     ) -> tuple[list[pd.DataFrame], list[np.ndarray], list[np.ndarray]]:
         """Ranker examples from each label window: known customers as of the window start,
         and new customers as of just after their first basket in the window."""
         frames, labels, groups = [], [], []
-        step = pd.Timedelta(days=self.config.label_days)
+        width = pd.Timedelta(days=self.config.label_days)
         rng = np.random.default_rng(self.config.seed)
         for window in range(self.config.label_windows):
-            end = cutoff - window * step
-            start = end - step
+            end = cutoff - window * width
+            start = end - width
             if start <= events["timestamp"].min():
                 break
+            step(f"hybrid: label window {window + 1} of {self.config.label_windows}")
             with threadpool_limits(self.config.n_jobs):
                 stage = Stage(events, items, self.content, start, self.config)  # type: ignore[arg-type]
             inside = events.loc[(events["timestamp"] >= start) & (events["timestamp"] < end)]

@@ -18,6 +18,7 @@ from nextbuy.models.blend import Blend, OwnHistory
 from nextbuy.models.content_model import ContentModel
 from nextbuy.models.ease import EASE
 from nextbuy.models.fbt import FrequentlyBoughtTogether
+from nextbuy.models.hybrid_model import HybridModel
 from nextbuy.models.itemknn import ItemKNN
 from nextbuy.models.mf import ALSModel, BPRModel
 from nextbuy.models.popularity import CategoryBestsellers, PopularityModel, TrendingModel
@@ -38,6 +39,7 @@ MODELS: dict[str, type[Recommender]] = {
         Blend,
         OwnHistory,
         ContentModel,
+        HybridModel,
     )
 }
 
@@ -60,6 +62,7 @@ __all__ = [
     "BPRModel",
     "CategoryBestsellers",
     "FrequentlyBoughtTogether",
+    "HybridModel",
     "ItemKNN",
     "ModelFitError",
     "PopularityModel",

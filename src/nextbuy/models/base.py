@@ -49,6 +49,9 @@ class Recommender(ABC):
     """Fit on an `InteractionMatrix`, then score and rank from users' history rows."""
 
     name: ClassVar[str]
+    # True for models that learn from dated events rather than the matrix (the hybrid):
+    # the Engine then calls their `fit_events` instead of `fit`.
+    needs_events: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.item_ids: np.ndarray | None = None
@@ -134,8 +137,15 @@ class Recommender(ABC):
         path.mkdir(parents=True, exist_ok=True)
         arrays = {"item_ids": _str_array(self.item_ids), **self._state()}
         meta = {"format": FORMAT_VERSION, "model": self.name, "params": self.params()}
+        self._save_folder(path)
         _atomic_savez(path / ARRAYS_FILE, arrays)
         _atomic_write_text(path / PARAMS_FILE, json.dumps(meta, indent=2))
+
+    def _save_folder(self, path: Path) -> None:  # noqa: B027 - most models need nothing more
+        """Files beyond arrays.npz (a model made of other artifacts writes them here)."""
+
+    def _load_folder(self, path: Path) -> None:  # noqa: B027
+        """Read back what `_save_folder` wrote."""
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -154,6 +164,7 @@ class Recommender(ABC):
             state = {key: npz[key] for key in npz.files}
         model.item_ids = state.pop("item_ids").astype(object)
         model._restore(state)
+        model._load_folder(path)
         return model  # type: ignore[return-value]
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ metrics registry), so tests can run several apps in one process.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from nextbuy.dashboard import attach as attach_dashboard
 from nextbuy.serving.auth import AuthMiddleware, document_security
 from nextbuy.serving.errors import install_error_handlers
 from nextbuy.serving.events import EventBatch, EventIn
+from nextbuy.serving.fastpath import FastPathMiddleware
 from nextbuy.serving.limits import BodyLimitMiddleware
 from nextbuy.serving.metrics import MetricsMiddleware
 from nextbuy.serving.responses import JSONResponse
@@ -43,6 +45,15 @@ development mode: open, and only on localhost.
 """
 
 
+# Prometheus at /metrics is the telemetry; FastAPI versions with native OpenTelemetry ask on
+# every request whether it is configured (~30 µs).
+NO_OPENTELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
     """A new app serving `settings`' project; the model loads in the background at start-up."""
     state = ServingState(settings)
@@ -62,6 +73,7 @@ def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
         description=DESCRIPTION,
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        **NO_OPENTELEMETRY,
     )
     app.state.serving = state
     app.state.settings = settings
@@ -77,6 +89,7 @@ def create_app(settings: Settings, *, start_background: bool = True) -> FastAPI:
         app.include_router(router)
     dashboard_sessions = attach_dashboard(app, state)
     install_error_handlers(app)
+    app.add_middleware(FastPathMiddleware, routes=recommendations.router.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving.max_body_bytes)
     app.add_middleware(AuthMiddleware, keys=state.keys, sessions=dashboard_sessions)
     # outside the key check, so a browser can read a 401 too

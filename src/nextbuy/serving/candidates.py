@@ -154,17 +154,17 @@ def complements(live: Live, shopper: Shopper) -> Segment | None:
 
 def trending(live: Live, category: str | None = None) -> Segment:
     model = live.model
+    if not category:
+        return Segment(model.trending, model.trending_ranked_scores, "trending")
     items = model.trending
-    if category:
-        allowed = live.category_items(category)
-        items = items[np.isin(items, allowed)] if len(allowed) else items[:0]
-    label = live.category_name(category) if category else None
+    allowed = live.category_items(category)
+    items = items[np.isin(items, allowed)] if len(allowed) else items[:0]
+    label = live.category_name(category)
     return Segment(items, model.trending_scores[items], "trending", label=label)
 
 
 def popular(live: Live) -> Segment:
-    items = live.model.popular
-    return Segment(items, live.model.popularity[items], "popular")
+    return Segment(live.model.popular, live.model.popular_ranked_scores, "popular")
 
 
 def category_bestsellers(live: Live, category: str) -> Segment:
@@ -249,14 +249,11 @@ def merge(
     for part in segments:
         if part is None or not len(part):
             continue
-        keep = ~blocked[part.items]
-        whole = bool(keep.all())
-        items = part.items if whole else part.items[keep]
-        items = items[: min(max(n - total - reserve, reserve), n - total)]
+        picked = _first_free(part.items, blocked, min(max(n - total - reserve, reserve), n - total))
+        items = part.items[picked]
         width = BAND.get(part.origin, DEFAULT_BAND)
         if len(items):
-            raw = np.asarray(part.scores, np.float64)
-            raw = (raw if whole else raw[keep])[: len(items)]
+            raw = np.asarray(part.scores[picked], np.float64)
             blocked[items] = True
             items_out.append(items)
             scores_out.append(_band(raw, top, width))
@@ -280,6 +277,17 @@ def merge(
     origin = np.repeat(np.array(origins, dtype=object), counts)
     cands = Candidates(items, np.concatenate(scores_out), _none(len(items)), origin)
     return Merged(cands, anchors, labels, barred)
+
+
+def _first_free(items: np.ndarray, blocked: np.ndarray, want: int) -> np.ndarray:
+    """Positions of the first `want` items not blocked. Trending and popular segments are
+    thousands of items long and a short prefix nearly always holds enough."""
+    span = min(len(items), 2 * want + 16)
+    while True:
+        free = np.flatnonzero(~blocked[items[:span]])
+        if len(free) >= want or span == len(items):
+            return free[:want]
+        span = min(len(items), span * 4)
 
 
 def insert_new_arrival(live: Live, merged: Merged, k: int) -> Merged:

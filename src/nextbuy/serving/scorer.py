@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
 from nextbuy.models.blend import normalise_rows
 from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel
-from nextbuy.serving.scoring import best_of, ease_positions, history_row
+from nextbuy.serving.scoring import best_of, ease_positions, history_row, unit_factors
 
 
 def summed(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +36,12 @@ def summed(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Scorer:
     """Scores for chosen items and item neighbours, for one loaded model."""
 
-    def __init__(self, model: Recommender) -> None:
+    def __init__(self, model: Recommender, hot: np.ndarray | None = None) -> None:
+        """`hot`: items in nearly every pool (the popular head), kept as one contiguous block."""
         self.model = model
+        self.hot = hot
         self.members = (
-            [(w, Scorer(m)) for w, m in zip(model.weights, model.models, strict=True) if w]
+            [(w, Scorer(m, hot)) for w, m in zip(model.weights, model.models, strict=True) if w]
             if isinstance(model, Blend)
             else []
         )
@@ -98,14 +100,36 @@ class Scorer:
         model = self.model
         assert isinstance(model, _FactorModel)
         user = self._fold_in(cols, vals)
-        emb = model._embeddings()
-        scores = emb[pool] @ user
+        scores = self._pool_dot(pool, user)
         bias = model._bias()
         if not np.isscalar(bias):
             scores = scores + np.asarray(bias)[pool]
         scores = scores.astype(np.float32)
         scores[~model.trained[pool]] = -np.inf
         return scores
+
+    def _pool_dot(self, pool: np.ndarray, user: np.ndarray) -> np.ndarray:
+        """Item vectors of the pool · user: gathering thousands of scattered rows costs more
+        than the product, so the hot block's rows are multiplied where they lie, contiguous."""
+        emb = self.model._embeddings()  # type: ignore[attr-defined]
+        if self.hot is None:
+            return emb[pool] @ user
+        position, block = self._hot_block
+        where = position[pool]
+        inside = where >= 0
+        out = np.empty(len(pool), np.result_type(emb.dtype, user.dtype))
+        out[inside] = (block @ user)[where[inside]]
+        outside = ~inside
+        out[outside] = emb[pool[outside]] @ user
+        return out
+
+    @cached_property
+    def _hot_block(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.hot is not None
+        emb = self.model._embeddings()  # type: ignore[attr-defined]
+        position = np.full(len(emb), -1, np.int64)
+        position[self.hot] = np.arange(len(self.hot))
+        return position, np.ascontiguousarray(emb[self.hot])
 
     def _fold_in(self, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
         """The user vector the model's own fold-in would give, with YᵀY cached."""
@@ -147,7 +171,7 @@ class Scorer:
         model = self.model
         if isinstance(model, _FactorModel):
             # the model's own similar_items normalises every item vector on each call
-            unit = self._unit
+            unit = unit_factors(model)
             scores = (unit @ unit[item]).astype(np.float32)
             scores[~model.trained] = -np.inf
             scores[item] = -np.inf
@@ -155,9 +179,3 @@ class Scorer:
         top = model.similar_items(np.asarray([item]), n)
         valid = top.items[0] >= 0
         return top.items[0][valid], top.scores[0][valid]
-
-    @cached_property
-    def _unit(self) -> np.ndarray:
-        emb = self.model._embeddings()  # type: ignore[attr-defined]
-        norms = np.linalg.norm(emb, axis=1)
-        return (emb / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)

@@ -5,11 +5,26 @@ All indices here are the model's item indices (columns of the training matrix).
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import scipy.sparse as sp
 
 from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
 from nextbuy.models.mf import _FactorModel
+
+_UNIT_FACTORS: weakref.WeakKeyDictionary[_FactorModel, np.ndarray] = weakref.WeakKeyDictionary()
+
+
+def unit_factors(model: _FactorModel) -> np.ndarray:
+    """Item factors scaled to length 1, once per loaded model (requests compare them)."""
+    found = _UNIT_FACTORS.get(model)
+    if found is None:
+        emb = model._embeddings()
+        norms = np.linalg.norm(emb, axis=1)
+        found = (emb / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+        _UNIT_FACTORS[model] = found
+    return found
 
 
 def history_row(n_items: int, cols: np.ndarray, vals: np.ndarray) -> sp.csr_matrix:
@@ -99,10 +114,8 @@ def contributions(
     if isinstance(model, FrequentlyBoughtTogether):
         return model._metric[hist][:, targets].toarray().T.astype(np.float32)
     if isinstance(model, _FactorModel):
-        emb = model._embeddings()
-        a, b = emb[targets], emb[hist]
-        norms = np.linalg.norm(a, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
-        return (a @ b.T / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        unit = unit_factors(model)
+        return unit[targets] @ unit[hist].T
     return None
 
 

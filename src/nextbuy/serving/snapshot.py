@@ -126,7 +126,7 @@ class ServingModel:
 
     @cached_property
     def scorer(self) -> Scorer:
-        return Scorer(self.model)
+        return Scorer(self.model, hot=self.popular)  # the pool's popular head
 
     def similar(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n items most like `item` by the serving model (model indices, scores)."""
@@ -164,6 +164,14 @@ class ServingModel:
         items, scores = items[keep], scores[keep]
         order = np.lexsort((items, -scores))[:n]
         return items[order], scores[order].astype(np.float32)
+
+    @cached_property
+    def trending_ranked_scores(self) -> np.ndarray:
+        return self.trending_scores[self.trending]
+
+    @cached_property
+    def popular_ranked_scores(self) -> np.ndarray:
+        return self.popularity[self.popular]
 
     @cached_property
     def _ease_position(self) -> np.ndarray | None:
