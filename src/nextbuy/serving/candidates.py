@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nextbuy.pipeline.rules import Candidates
+from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
 from nextbuy.serving.scoring import best_of
 from nextbuy.serving.shopper import Shopper
@@ -70,6 +71,8 @@ def personal(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segmen
         found = live.model.precomputed(shopper.user_id)
         if found is not None and not shopper.recent:
             return Segment(found[0][:n], found[1][:n], "personal")
+    if hybrid_of(live.model.model) is not None:  # the pipeline proposes its own candidates
+        return personal_segment(live, shopper, n, exclude_seen)
     pool = candidate_pool(live, shopper, None if found is None else found[0])
     scores = live.model.scorer.score(shopper.cols, shopper.vals, pool)
     if exclude_seen:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nextbuy.pipeline.rules import Candidates
+from nextbuy.serving.hybrid_scoring import personal_reasons
 from nextbuy.serving.live import Live
 from nextbuy.serving.shopper import Shopper
 
@@ -37,6 +38,11 @@ def explain(
         for i, (r, o) in enumerate(zip(reasons, origins, strict=True))
         if r is None and o == "personal"
     ]
+    if personal and shopper is not None:
+        found = personal_reasons(live, shopper, [items[i] for i in personal])
+        for i in personal:
+            reasons[i] = found.get(items[i])
+        personal = [i for i in personal if reasons[i] is None]
     if personal and shopper is not None:
         for i, anchor in _personal_anchors(live, shopper, [items[i] for i in personal]):
             verb = shopper.verb(anchor)

@@ -85,6 +85,13 @@ class Live:
                 out.setdefault(_key(str(name)), (str(name), items))  # a path wins a tie
         return out
 
+    @cached_property
+    def new_items(self) -> Any:
+        """Items added since training, encoded for the hybrid pipeline (None otherwise)."""
+        from nextbuy.serving.hybrid_scoring import new_items
+
+        return new_items(self)
+
     def category_items(self, category: str) -> np.ndarray:
         """Best sellers of a category path or top-level category (unknown: none)."""
         found = self.bestsellers.get(_key(category))

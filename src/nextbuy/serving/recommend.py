@@ -18,6 +18,7 @@ from nextbuy.errors import DataError, NotFoundError
 from nextbuy.pipeline.rules import Candidates, RequestContext, apply_rules
 from nextbuy.serving import candidates as gen
 from nextbuy.serving.explain import explain
+from nextbuy.serving.hybrid_scoring import new_item_neighbours, similar_with_new
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.online import OnlineEvent
 from nextbuy.serving.scoring import contributions, top_for_history
@@ -327,9 +328,13 @@ def _known(live: Live, item_ids: list[str]) -> np.ndarray:
 
 def _neighbours(live: Live, item: int, n: int, kind: str) -> gen.Segment | None:
     if item >= live.model.n_items:
-        return None  # new since training: the model knows nothing about it yet
+        # new since training: only its content can say what it is like (hybrid model)
+        found = new_item_neighbours(live, item, n) if kind == "similar" else None
+        if found is None:
+            return None
+        return gen.Segment(found[0], found[1], kind, dict.fromkeys(found[0].tolist(), item))
     if kind == "similar":
-        items, scores = live.model.similar(item, n)
+        items, scores = similar_with_new(live, item, *live.model.similar(item, n), n)
     else:
         items, scores = live.model.bought_together(item, n)
     return gen.Segment(items, scores, kind, dict.fromkeys(items.tolist(), item))

@@ -21,7 +21,9 @@ import scipy.sparse as sp
 
 from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
 from nextbuy.models.blend import normalise_rows
+from nextbuy.models.hybrid_model import HybridModel
 from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel
+from nextbuy.serving.hybrid_scoring import pool_scores
 from nextbuy.serving.scoring import best_of, ease_positions, history_row, unit_factors
 
 
@@ -53,6 +55,8 @@ class Scorer:
             return np.full(len(pool), -np.inf, np.float32)
         cols, vals = summed(cols, vals)
         model = self.model
+        if isinstance(model, HybridModel):
+            return pool_scores(model, cols, vals, pool)
         if isinstance(model, Blend):
             return self._blend_scores(cols, vals, pool)
         if isinstance(model, _FactorModel):

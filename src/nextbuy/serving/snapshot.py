@@ -40,6 +40,7 @@ from nextbuy.models import EASE, FrequentlyBoughtTogether, Recommender, Trending
 from nextbuy.models.mf import _FactorModel
 from nextbuy.models.popularity import item_popularity
 from nextbuy.registry import Version
+from nextbuy.serving.hybrid_scoring import serving_lists
 from nextbuy.serving.reads import read_only, sqlite_path
 from nextbuy.serving.scorer import Scorer
 from nextbuy.serving.scoring import contributions, ease_positions
@@ -198,7 +199,9 @@ def build_serving_model(
     n = settings.serving.candidates
     # One BLAS thread: the other core keeps answering requests while this runs.
     with threadpool_limits(1):
-        top_items, top_scores = precompute(model, data, n, settings.training.exclude_seen)
+        top_items, top_scores = serving_lists(model, data, n) or precompute(
+            model, data, n, settings.training.exclude_seen
+        )
         popularity = item_popularity(data, "users")
         trending_scores = _trending(data, popularity)
         fbt = _fbt(model, data)

@@ -1,0 +1,181 @@
+"""The hybrid pipeline as the served model: trained by `nextbuy train`, registered, loaded back,
+served over real HTTP (precomputed lists with the pipeline's reasons, lists re-ranked on the
+request after new events), and new items found through their content at once."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from nextbuy.config import Settings, load_settings
+from nextbuy.datasets import load_sample_shop
+from nextbuy.engine import Engine
+from nextbuy.ingest import ImportOptions, import_frame
+from nextbuy.models import HybridModel
+from nextbuy.registry import ModelRegistry
+from nextbuy.store import open_store
+from nextbuy.training import train_version
+from serving_helpers import INTERACTION_LINES, Server
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """\
+data_dir = "nextbuy-data"
+
+[events.custom]
+cancellation = 0.0
+stock_adjustment = 0.0
+
+[training]
+model = "hybrid"
+
+[training.params.hybrid]
+label_days = 7.0
+label_windows = 2
+ranker_params = { n_estimators = 60 }
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
+    root = tmp_path_factory.mktemp("hybrid-shop")
+    (root / "nextbuy.toml").write_text(CONFIG, encoding="utf-8")
+    settings = load_settings(root / "nextbuy.toml")
+    shop = load_sample_shop()
+    interactions = shop.interactions.iloc[:INTERACTION_LINES]
+    items = shop.items[shop.items["item_id"].isin(set(interactions["item_id"]))]
+    store = open_store(settings.store_path)
+    try:
+        for kind, frame in (("items", items), ("interactions", interactions)):
+            import_frame(store, settings, frame, f"test:{kind}", ImportOptions(kind))
+        outcome = train_version(settings, store)
+    finally:
+        store.close()
+    assert outcome.promoted and outcome.version.meta["model"] == "hybrid"
+    return root, settings
+
+
+@pytest.fixture(scope="module")
+def engine(project: tuple[Path, Settings]) -> Engine:
+    settings = project[1]
+    version = ModelRegistry(settings.models_dir).serving()
+    assert version is not None
+    return Engine.load(version.path, settings)
+
+
+@pytest.fixture(scope="module")
+def api(project: tuple[Path, Settings]) -> Iterator[httpx.Client]:
+    server = Server(project[0]).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def ids(body: dict) -> list[str]:
+    return [item["item_id"] for item in body["items"]]
+
+
+def get(api: httpx.Client, path: str, **params: object) -> dict:
+    response = api.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def buyers(settings: Settings, n: int) -> list[str]:
+    with sqlite3.connect(settings.store_path) as conn:
+        rows = conn.execute(
+            "SELECT user_id FROM events WHERE user_id IS NOT NULL AND event_type = 'purchase' "
+            "GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT ?",
+            (n,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+# -- training and the registry --------------------------------------------------------------------
+def test_train_validates_registers_and_loads_the_hybrid_without_pickle(
+    project: tuple[Path, Settings], engine: Engine
+) -> None:
+    version = ModelRegistry(project[1].models_dir).serving()
+    assert version is not None
+    assert version.metrics["ndcg@10"] > 0 and version.metrics["validation_users"] > 50
+    assert not list(version.path.rglob("*.pkl")) and not list(version.path.rglob("*.pickle"))
+    assert (version.path / "model" / "hybrid" / "ranker" / "ranker.txt").is_file()
+    model = engine.model
+    assert isinstance(model, HybridModel) and model.hybrid is not None
+    users = buyers(project[1], 5)
+    # the lists saved at training are the pipeline's own ranking of each user
+    live = model.recommend_users(users, 10)
+    saved = model.precomputed_lists(users, 10)
+    assert saved is not None
+    assert np.array_equal(saved[0], live.items)
+    lists = engine.recommend_users(users, k=10)
+    assert lists.groupby("user_id").size().eq(10).all()
+
+
+# -- serving --------------------------------------------------------------------------------------
+def test_a_trained_user_gets_the_pipelines_list_with_its_reasons(
+    api: httpx.Client, project: tuple[Path, Settings], engine: Engine
+) -> None:
+    user = buyers(project[1], 3)[2]
+    body = get(api, f"/v1/users/{user}/recommendations", k=10)
+    model = engine.model
+    assert isinstance(model, HybridModel)
+    saved = model.precomputed_lists([user], 10)
+    assert saved is not None
+    expected = [str(model.item_ids[i]) for i in saved[0][0] if i >= 0]
+    served = [i["item_id"] for i in body["items"] if i["reason"] != "new arrival"]
+    assert served == [e for e in expected if e in served][: len(served)]
+    assert len(set(served) & set(expected)) >= 8
+    reasons = {i["reason"] for i in body["items"]}
+    assert reasons - {"recommended for you", "new arrival"}, reasons
+    known_starts = ("because you ", "customers ", "often ", "matches ", "you ", "popular ")
+    assert any(r.startswith(known_starts) for r in reasons)
+
+
+def test_new_events_rerank_on_the_request_and_leave_what_was_bought(
+    api: httpx.Client, project: tuple[Path, Settings]
+) -> None:
+    user = buyers(project[1], 5)[4]
+    before = get(api, f"/v1/users/{user}/recommendations", k=10)
+    bought = ids(before)[0]
+    sent = api.post(
+        "/v1/events", json={"user_id": user, "item_id": bought, "event_type": "purchase"}
+    )
+    assert sent.status_code == 200
+    after = get(api, f"/v1/users/{user}/recommendations", k=10)
+    assert bought not in ids(after) and ids(after) != ids(before)
+    assert len(ids(after)) == 10
+    # an anonymous session is ranked by the pipeline from its events alone
+    for item in ids(before)[1:4]:
+        api.post("/v1/events", json={"session_id": "hyb-1", "item_id": item, "event_type": "view"})
+    session = get(api, "/v1/sessions/hyb-1/recommendations", k=10)
+    assert len(ids(session)) == 10 and not set(ids(before)[1:4]) & set(ids(session))
+
+
+def test_a_new_item_is_found_through_its_content_at_once(
+    api: httpx.Client, project: tuple[Path, Settings]
+) -> None:
+    settings = project[1]
+    with sqlite3.connect(settings.store_path) as conn:
+        old, title = conn.execute(
+            "SELECT item_id, title FROM items WHERE title LIKE '%LANTERN%' ORDER BY item_id"
+        ).fetchone()
+    new = {"title": f"DELUXE {title}", "price": 6.5}
+    assert api.put("/v1/items/NEW-LOOKALIKE", json=new).status_code == 200
+    similar = get(api, f"/v1/items/{old}/similar", k=10)
+    assert "NEW-LOOKALIKE" in ids(similar)
+    reason = next(i["reason"] for i in similar["items"] if i["item_id"] == "NEW-LOOKALIKE")
+    assert reason.startswith("similar to ")
+    its_own = get(api, "/v1/items/NEW-LOOKALIKE/similar", k=10)
+    assert old in ids(its_own)
+    # a shopper who just looked at the old item has the new one in the pool the ranker orders
+    api.post("/v1/events", json={"session_id": "hyb-2", "item_id": old, "event_type": "view"})
+    session = get(api, "/v1/sessions/hyb-2/recommendations", k=50)
+    assert "NEW-LOOKALIKE" in ids(session)
