@@ -318,10 +318,12 @@ class HybridRecommender:
         *,
         content: ContentFeatures | None = None,
         step: Step = _quiet,
+        measure_exposure: bool = True,
     ) -> HybridRecommender:
         """Train on the events before `cutoff` (default: just after the last event).
 
-        `step` hears what is being done (a progress line for the CLI).
+        `step` hears what is being done (a progress line for the CLI). `measure_exposure`
+        False skips scoring a sample of users for the exposure penalty (no penalty then).
         """
         step("hybrid: reading events")
         prepared = prepare_events(events, self.config.event_weights())
@@ -347,8 +349,10 @@ class HybridRecommender:
         with threadpool_limits(self.config.n_jobs):
             self.stage = Stage(prepared, items, self.content, cut, self.config)
         self.cache = {}
-        step("hybrid: measuring exposure")
-        self.exposure = self._exposure(prepared, cut)
+        self.exposure = None
+        if measure_exposure:
+            step("hybrid: measuring exposure")
+            self.exposure = self._exposure(prepared, cut)
         self.fit_summary = {"cutoff": cut.isoformat(), "ranker": report.__dict__}
         return self
 

@@ -140,7 +140,8 @@ class HybridModel(Recommender):
         events = events.loc[events["timestamp"].notna()]
         catalog = items if items is not None and not items.empty else _bare_items(events)
         self.hybrid = HybridRecommender(self._config(exclude_seen, weights))
-        self.hybrid.fit(events, catalog, step=step)
+        # the exposure shares cost a scoring pass and only serve a nonzero penalty
+        self.hybrid.fit(events, catalog, step=step, measure_exposure=self.exposure_penalty > 0)
         self._online = None
         return [str(t) for t in self.stage_items]
 
