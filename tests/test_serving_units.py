@@ -228,3 +228,17 @@ def test_pool_scores_equal_the_models_own_scores(
         assert np.array_equal(np.isfinite(full), np.isfinite(mine))
         finite = np.isfinite(full)
         np.testing.assert_allclose(mine[finite], full[finite], rtol=2e-4, atol=2e-5)
+
+
+def test_api_event_keys_increase_and_never_meet_file_or_event_id_keys() -> None:
+    from nextbuy.ingest.run import API_KEY_BIT, HASHED_KEY_BIT, event_keys
+    from nextbuy.serving.events import ApiKeys
+
+    keys = ApiKeys()
+    # more than one millisecond's worth of keys: the counter rolls into the next one
+    taken = np.concatenate([keys.take(1500), keys.take(1500)])
+    assert (np.diff(taken) > 0).all()
+    assert ((taken >= API_KEY_BIT) & (taken < HASHED_KEY_BIT)).all()
+    lines = pd.DataFrame({"line": [2, 3], "event_id": [None, "e-1"]})
+    file_key, id_key = event_keys(lines, file_id=12345)
+    assert file_key < API_KEY_BIT <= HASHED_KEY_BIT <= id_key

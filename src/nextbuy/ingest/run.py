@@ -27,8 +27,10 @@ COLUMNS_OF_KIND = {
     "items": ITEM_COLUMNS,
     "users": USER_COLUMNS,
 }
-# Keys of events without an event_id live below this bit, hashed event_ids above it, so the
-# two kinds of key can never collide.
+# Event key ranges, disjoint so that no two kinds of key can collide (a collision would
+# silently drop an event as a re-send): file lines (file id << 32 | line) below 2^61, API
+# events without an event_id in [2^61, 2^62), hashed event_ids from 2^62.
+API_KEY_BIT = 1 << 61
 HASHED_KEY_BIT = 1 << 62
 LINE_BITS = 32
 

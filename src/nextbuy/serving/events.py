@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nextbuy.config import Settings
-from nextbuy.ingest.run import HASHED_KEY_BIT, event_keys
+from nextbuy.ingest.run import API_KEY_BIT, event_keys
 from nextbuy.ingest.validate import MAX_ID_LENGTH, MS_THRESHOLD, check_interactions
 from nextbuy.schema import INTERACTION_COLUMNS
 
@@ -149,20 +150,17 @@ def clean_rows(events: list[EventIn], settings: Settings, now_ms: int) -> pd.Dat
             return None
         for name, value in zip(INTERACTION_COLUMNS, row, strict=True):
             columns[name].append(value)
-    n = len(events)
+    text = ("user_id", "item_id", "event_type", "session_id", "order_id", "recommendation_id")
+    # object columns, as check_interactions gives them (no string inference per request)
     return pd.DataFrame(
         {
-            **{
-                name: np.asarray(columns[name] + [None], dtype=object)[:n]
-                for name in ("user_id", "item_id", "event_type")
-            },
+            **{name: pd.Series(columns[name], dtype=object) for name in text[:3]},
             "timestamp": pd.array(columns["timestamp"], dtype="Int64"),
             "value": np.asarray(columns["value"], dtype=np.float64),
             "quantity": np.asarray(columns["quantity"], dtype=np.float64),
-            **{
-                name: np.asarray(columns[name] + [None], dtype=object)[:n]
-                for name in ("session_id", "order_id", "recommendation_id", "context", "event_id")
-            },
+            **{name: pd.Series(columns[name], dtype=object) for name in text[3:]},
+            "context": pd.Series(columns["context"], dtype=object),
+            "event_id": pd.Series(columns["event_id"], dtype=object),
         }
     )
 
@@ -234,18 +232,50 @@ def _clean_number(value: float | None) -> float | bool | None:
     return float(value)
 
 
-def keys_for(valid: pd.DataFrame) -> np.ndarray:
-    """Store keys: a hash of event_id when given (a re-send is a duplicate), else random.
-
-    A random 62-bit key below the hashed range cannot be mistaken for a re-send; file
-    imports key by (file, line), which would make two API calls collide.
+class ApiKeys:
+    """Keys for API events without an event_id: increasing with time, so SQLite appends them
+    at the end of the events table instead of writing a random page per event (measured
+    ~70 µs an event at a million rows), and unique: (ms << 19) | process tag | counter.
     """
+
+    TAG_BITS, COUNT_BITS = 8, 11
+
+    def __init__(self) -> None:
+        self._tag = secrets.randbelow(1 << self.TAG_BITS) << self.COUNT_BITS
+        self._ms = 0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> np.ndarray:
+        with self._lock:
+            keys = np.empty(n, np.int64)
+            for i in range(n):
+                keys[i] = self._next()
+            return keys
+
+    def _next(self) -> int:
+        now = max(int(time.time() * 1000), self._ms)
+        if now == self._ms and self._count == 1 << self.COUNT_BITS:
+            now += 1  # this millisecond's keys are spent: borrow the next one's
+        if now != self._ms:
+            self._ms, self._count = now, 0
+        key = API_KEY_BIT | (now << (self.TAG_BITS + self.COUNT_BITS)) | self._tag | self._count
+        self._count += 1
+        return key
+
+
+API_KEYS = ApiKeys()
+
+
+def keys_for(valid: pd.DataFrame) -> np.ndarray:
+    """Store keys: a hash of event_id when given (a re-send is a duplicate), else a fresh
+    API key (file imports key by (file, line), which would make two API calls collide)."""
     fresh = valid["event_id"].isna().to_numpy()
     if fresh.all():  # the usual case for tracking: no event ids to hash
-        return np.fromiter((secrets.randbelow(HASHED_KEY_BIT) for _ in fresh), np.int64, len(fresh))
+        return API_KEYS.take(len(fresh))
     keys = event_keys(valid.assign(line=np.arange(len(valid))), 0)
     if fresh.any():
-        keys[fresh] = [secrets.randbelow(HASHED_KEY_BIT) for _ in range(int(fresh.sum()))]
+        keys[fresh] = API_KEYS.take(int(fresh.sum()))
     return keys
 
 

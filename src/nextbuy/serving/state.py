@@ -253,18 +253,21 @@ class ServingState:
         """Events (store columns, timestamp in ms or datetime) into the per-shopper state."""
         if events.empty:
             return
-        ts = _millis(events["timestamp"])
-        keys = events["event_key"].to_numpy(np.int64)
-        users = events["user_id"].to_numpy(object)
-        sessions = events["session_id"].to_numpy(object) if "session_id" in events else None
+        # Python lists: iterating pandas columns element by element cost ~1 ms a batch
+        ts = _millis(events["timestamp"]).tolist()
+        keys = events["event_key"].tolist()
+        users = events["user_id"].tolist()
+        sessions = events["session_id"].tolist() if "session_id" in events else None
         by_shopper: dict[str, list[OnlineEvent]] = {}
-        for i, (item, kind) in enumerate(zip(events["item_id"], events["event_type"], strict=True)):
+        for i, (item, kind) in enumerate(
+            zip(events["item_id"].tolist(), events["event_type"].tolist(), strict=True)
+        ):
             event = OnlineEvent(
                 str(item), str(kind), self.weights.get(kind, 0.0), int(ts[i]), int(keys[i])
             )
-            user = None if users[i] is None or pd.isna(users[i]) else str(users[i])
+            user = None if _absent(users[i]) else str(users[i])
             session = None
-            if sessions is not None and sessions[i] is not None and not pd.isna(sessions[i]):
+            if sessions is not None and not _absent(sessions[i]):
                 session = str(sessions[i])
             if user is not None:
                 by_shopper.setdefault(USER + user, []).append(event)
@@ -315,6 +318,10 @@ def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCata
         available=catalog.available & listed,
         _masks={},
     )
+
+
+def _absent(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _millis(values: pd.Series) -> np.ndarray:

@@ -232,9 +232,9 @@ class SQLiteStore:
     def append_events(self, events: pd.DataFrame) -> AppendResult:
         if events.empty:
             return AppendResult(0, 0)
+        if len(events) <= SMALL_BATCH_ROWS:
+            return self._append_small(events)
         frame = events.rename(columns={"timestamp": "ts"})
-        if len(frame) <= SMALL_BATCH_ROWS:
-            return self._append_small(frame)
         # Binding values one by one is the cost of an import: bind only columns that hold data,
         # many rows per statement, and build the values a slice at a time to bound memory.
         columns = tuple(c for c in EVENT_COLUMNS if c in frame and frame[c].notna().any())
@@ -260,14 +260,20 @@ class SQLiteStore:
             stored = self._conn.total_changes - before
         return AppendResult(stored=stored, duplicates=n - stored)
 
-    def _append_small(self, frame: pd.DataFrame) -> AppendResult:
-        """API-sized batches: plain Python beats per-column pandas work below ~1,000 rows."""
-        data = frame.to_dict("list")
-        columns = [c for c in EVENT_COLUMNS if c in data and not all(map(_missing, data[c]))]
-        rows = [
-            tuple(None if _missing(v) else v for v in values)
-            for values in zip(*(data[c] for c in columns), strict=True)
-        ]
+    def _append_small(self, events: pd.DataFrame) -> AppendResult:
+        """API-sized batches: plain Python lists; pandas' per-call overhead (a rename copy,
+        to_dict) cost ~1 ms of a 20-event batch whose insert takes 0.1 ms."""
+        columns: list[str] = []
+        lists: list[list[Any]] = []
+        for column in EVENT_COLUMNS:
+            source = "timestamp" if column == "ts" else column
+            if source not in events:
+                continue
+            values = [None if _missing(v) else v for v in events[source].tolist()]
+            if any(v is not None for v in values):
+                columns.append(column)
+                lists.append(values)
+        rows = list(zip(*lists, strict=True))
         sql = (
             f"INSERT OR IGNORE INTO events ({','.join(columns)}) "
             f"VALUES ({','.join('?' * len(columns))})"
