@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -169,16 +169,31 @@ def personal_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int
     positions = np.asarray([r for _, r in wanted], np.int64)
     online = hybrid.online
     x = ranked.scored.features[positions]
-    contributions = np.asarray(
-        online.booster.predict(
-            x, num_iteration=online.best_iteration, pred_contrib=True, num_threads=1
-        )
-    )[:, :-1]
+    contributions = occlusion_contributions(
+        online.booster, x, ranked.scored.features.mean(axis=0), online.best_iteration
+    )
     cands = ranked.scored.candidates
     origins = [cands.generators[g] for g in np.argmin(cands.ranks[positions], axis=1)]
     facts = _facts(live, shopper, [i for i, _ in wanted], x, online.feature_order)
     found = reasons(contributions, online.feature_order, facts, origins)
     return {i: _plain(r.text) for (i, _), r in zip(wanted, found, strict=True)}
+
+
+def occlusion_contributions(
+    booster: Any, x: np.ndarray, baseline: np.ndarray, best_iteration: int | None
+) -> np.ndarray:
+    """(rows, features): how much the ranker's score drops when one feature takes its
+    baseline value (the mean over this request's candidates). LightGBM's exact TreeSHAP
+    costs ~6 ms for ten rows, these rows × features copies one prediction (~1 ms). The
+    signal named differs from TreeSHAP's on about a third of items (measured on the
+    sample); trained users' precomputed lists keep TreeSHAP reasons."""
+    n, width = x.shape
+    copies = np.repeat(x[:, None, :], width, axis=1)
+    diagonal = np.arange(width)
+    copies[:, diagonal, diagonal] = baseline[None, :]
+    both = np.concatenate([x, copies.reshape(n * width, width)])
+    scores = np.asarray(booster.predict(both, num_iteration=best_iteration, num_threads=1))
+    return scores[:n, None] - scores[n:].reshape(n, width)
 
 
 def _facts(
