@@ -42,7 +42,7 @@ from nextbuy.serving.reads import read_items, read_profiles
 from nextbuy.serving.shopper import Shopper, resolve
 from nextbuy.serving.snapshot import ModelRejected, build_serving_model
 from nextbuy.store import open_store
-from nextbuy.store.base import Store
+from nextbuy.store.base import Store, is_missing
 
 log = logging.getLogger("nextbuy.serving")
 
@@ -265,9 +265,9 @@ class ServingState:
             event = OnlineEvent(
                 str(item), str(kind), self.weights.get(kind, 0.0), int(ts[i]), int(keys[i])
             )
-            user = None if _absent(users[i]) else str(users[i])
+            user = None if is_missing(users[i]) else str(users[i])
             session = None
-            if sessions is not None and not _absent(sessions[i]):
+            if sessions is not None and not is_missing(sessions[i]):
                 session = str(sessions[i])
             if user is not None:
                 by_shopper.setdefault(USER + user, []).append(event)
@@ -318,10 +318,6 @@ def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCata
         available=catalog.available & listed,
         _masks={},
     )
-
-
-def _absent(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _millis(values: pd.Series) -> np.ndarray:

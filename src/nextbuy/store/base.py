@@ -103,3 +103,8 @@ def open_store(url_or_path: str | Path) -> Store:
     from nextbuy.store.sqlite import SQLiteStore
 
     return SQLiteStore(Path(text.removeprefix("sqlite:///")))
+
+
+def is_missing(value: object) -> bool:
+    """None, pandas' NA or a float NaN: an empty cell, stored as NULL."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)

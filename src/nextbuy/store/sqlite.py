@@ -16,7 +16,12 @@ import pandas as pd
 import pyarrow as pa
 
 from nextbuy.errors import StoreError
-from nextbuy.store.base import INTERACTION_ARROW_SCHEMA, AppendResult, ErasureReport
+from nextbuy.store.base import (
+    INTERACTION_ARROW_SCHEMA,
+    AppendResult,
+    ErasureReport,
+    is_missing,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -269,7 +274,7 @@ class SQLiteStore:
             source = "timestamp" if column == "ts" else column
             if source not in events:
                 continue
-            values = [None if _missing(v) else v for v in events[source].tolist()]
+            values = [None if is_missing(v) else v for v in events[source].tolist()]
             if any(v is not None for v in values):
                 columns.append(column)
                 lists.append(values)
@@ -417,10 +422,6 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def _missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _json_or_none(value: Any) -> str | None:
