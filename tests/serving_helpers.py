@@ -144,3 +144,15 @@ def items_table(settings: Settings) -> pd.DataFrame:
         return store.items().set_index("item_id")
     finally:
         store.close()
+
+
+def ids(body: dict) -> list[str]:
+    """Item ids of a recommendation response, in order."""
+    return [item["item_id"] for item in body["items"]]
+
+
+def recommend(api: httpx.Client, path: str, **params: object) -> dict:
+    """GET a recommendation route and return its body; anything but 200 fails the test."""
+    response = api.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()

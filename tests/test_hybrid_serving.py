@@ -20,7 +20,7 @@ from nextbuy.models import HybridModel
 from nextbuy.registry import ModelRegistry
 from nextbuy.store import open_store
 from nextbuy.training import train_version
-from serving_helpers import INTERACTION_LINES, Server
+from serving_helpers import INTERACTION_LINES, Server, ids, recommend
 
 pytestmark = pytest.mark.integration
 
@@ -78,16 +78,6 @@ def api(project: tuple[Path, Settings]) -> Iterator[httpx.Client]:
         server.stop()
 
 
-def ids(body: dict) -> list[str]:
-    return [item["item_id"] for item in body["items"]]
-
-
-def get(api: httpx.Client, path: str, **params: object) -> dict:
-    response = api.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def buyers(settings: Settings, n: int) -> list[str]:
     with sqlite3.connect(settings.store_path) as conn:
         rows = conn.execute(
@@ -124,7 +114,7 @@ def test_a_trained_user_gets_the_pipelines_list_with_its_reasons(
     api: httpx.Client, project: tuple[Path, Settings], engine: Engine
 ) -> None:
     user = buyers(project[1], 3)[2]
-    body = get(api, f"/v1/users/{user}/recommendations", k=10)
+    body = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     model = engine.model
     assert isinstance(model, HybridModel)
     saved = model.precomputed_lists([user], 10)
@@ -143,19 +133,19 @@ def test_new_events_rerank_on_the_request_and_leave_what_was_bought(
     api: httpx.Client, project: tuple[Path, Settings]
 ) -> None:
     user = buyers(project[1], 5)[4]
-    before = get(api, f"/v1/users/{user}/recommendations", k=10)
+    before = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     bought = ids(before)[0]
     sent = api.post(
         "/v1/events", json={"user_id": user, "item_id": bought, "event_type": "purchase"}
     )
     assert sent.status_code == 200
-    after = get(api, f"/v1/users/{user}/recommendations", k=10)
+    after = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     assert bought not in ids(after) and ids(after) != ids(before)
     assert len(ids(after)) == 10
     # an anonymous session is ranked by the pipeline from its events alone
     for item in ids(before)[1:4]:
         api.post("/v1/events", json={"session_id": "hyb-1", "item_id": item, "event_type": "view"})
-    session = get(api, "/v1/sessions/hyb-1/recommendations", k=10)
+    session = recommend(api, "/v1/sessions/hyb-1/recommendations", k=10)
     assert len(ids(session)) == 10 and not set(ids(before)[1:4]) & set(ids(session))
 
 
@@ -169,13 +159,13 @@ def test_a_new_item_is_found_through_its_content_at_once(
         ).fetchone()
     new = {"title": f"DELUXE {title}", "price": 6.5}
     assert api.put("/v1/items/NEW-LOOKALIKE", json=new).status_code == 200
-    similar = get(api, f"/v1/items/{old}/similar", k=10)
+    similar = recommend(api, f"/v1/items/{old}/similar", k=10)
     assert "NEW-LOOKALIKE" in ids(similar)
     reason = next(i["reason"] for i in similar["items"] if i["item_id"] == "NEW-LOOKALIKE")
     assert reason.startswith("similar to ")
-    its_own = get(api, "/v1/items/NEW-LOOKALIKE/similar", k=10)
+    its_own = recommend(api, "/v1/items/NEW-LOOKALIKE/similar", k=10)
     assert old in ids(its_own)
     # a shopper who just looked at the old item has the new one in the pool the ranker orders
     api.post("/v1/events", json={"session_id": "hyb-2", "item_id": old, "event_type": "view"})
-    session = get(api, "/v1/sessions/hyb-2/recommendations", k=50)
+    session = recommend(api, "/v1/sessions/hyb-2/recommendations", k=50)
     assert "NEW-LOOKALIKE" in ids(session)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from nextbuy.config import Settings
-from serving_helpers import CHEAP, Server, build_project, items_table, nextbuy
+from serving_helpers import CHEAP, Server, build_project, ids, items_table, nextbuy, recommend
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +40,6 @@ def server(project: tuple[Path, Settings]) -> Iterator[Server]:
 def api(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
-
-
-def ids(body: dict) -> list[str]:
-    return [item["item_id"] for item in body["items"]]
-
-
-def recommend(api: httpx.Client, path: str, **params: object) -> dict:
-    response = api.get(path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def trained_users(settings: Settings, n: int) -> list[str]:
