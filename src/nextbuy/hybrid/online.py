@@ -26,7 +26,6 @@ from nextbuy.hybrid.candidates import (
     MISSING_RANK,
     CandidateRequest,
     CandidateSet,
-    Generator,
     merge,
 )
 from nextbuy.hybrid.features import (
@@ -38,7 +37,8 @@ from nextbuy.hybrid.features import (
     _code,
 )
 from nextbuy.hybrid.pipeline import EXPOSURE_SCALE, HybridRecommender
-from nextbuy.models.base import top_k
+from nextbuy.hybrid.request_tops import RequestTops
+from nextbuy.models.base import Recommender
 from nextbuy.models.content_model import ContentModel
 from nextbuy.models.mf import ALSModel
 
@@ -143,6 +143,7 @@ class OnlineRanker:
         self.category_users = pd.Series(users).groupby(builder.category).sum().to_dict()
         self.exposure = hybrid.exposure
         self._grams: dict[int, np.ndarray] = {}
+        self.tops = RequestTops(self.n_items, self._scores)
         self._index_events(builder.events)
 
     # -- load-time tables ------------------------------------------------------------------------
@@ -255,21 +256,23 @@ class OnlineRanker:
 
     def candidates(self, requests: dict[object, CandidateRequest]) -> CandidateSet:
         """`candidates.generate` for one row without its batch machinery: each generator's
-        own `_score`, its exclusions and `top_k`, then the same `merge`."""
+        top n after its exclusions (`RequestTops`, no catalogue-wide row where the model
+        allows), then the same `merge`."""
         tops = {}
+        blocked: dict[object, np.ndarray | None] = {}
         for generator in self.stage.generators:
-            request = requests[generator.half_life_days]
-            rows = generator._rows(request)
-            scores = self._scores(generator, rows)
-            if request.exclude is not None:
-                exclude = request.exclude
-                scores[0, exclude.indices[exclude.data != 0]] = -np.inf
-            tops[generator.name] = top_k(scores, generator.n)
+            key = generator.half_life_days
+            request = requests[key]
+            if key not in blocked:
+                blocked[key] = _blocked(request.exclude, self.n_items)
+            assert generator.model is not None
+            tops[generator.name] = self.tops.top(
+                generator.model, generator._rows(request), generator.n, blocked[key]
+            )
         return merge(tops, 1, self.n_items)
 
-    def _scores(self, generator: Generator, rows: sp.csr_matrix) -> np.ndarray:
-        model = generator.model
-        assert model is not None
+    def _scores(self, model: Recommender, rows: sp.csr_matrix) -> np.ndarray:
+        """Dense scores of a model `RequestTops` has no shortcut for."""
         if isinstance(model, ALSModel):
             return self._als_scores(model, rows)
         return np.array(model._score(rows), dtype=np.float32)
@@ -414,21 +417,25 @@ class OnlineRanker:
         baskets = np.zeros(n)
         since = np.full(n, np.nan)
         gap = np.full(n, np.nan)
-        if len(k_item):
-            # per candidate: its baskets, and the youngest and oldest of its events
-            pos = np.searchsorted(np.sort(items), k_item)
-            sorted_items = np.sort(items)
-            hit = (pos < n) & (sorted_items[np.minimum(pos, n - 1)] == k_item)
+        if len(k_item) and n:
+            # per candidate: its distinct baskets, and the youngest and oldest of its events
             back = np.argsort(items, kind="stable")
-            for j in np.unique(pos[hit]).tolist():
-                mine = hit & (pos == j)
-                at = back[j]
-                count = len(np.unique(k_basket[mine]))
-                young, old = float(k_age[mine].min()), float(k_age[mine].max())
-                baskets[at] = count
-                since[at] = young
-                if count > 1:
-                    gap[at] = (old - young) / (count - 1)
+            sorted_items = items[back]
+            pos = np.minimum(np.searchsorted(sorted_items, k_item), n - 1)
+            hit = sorted_items[pos] == k_item
+            at, h_age, h_basket = back[pos[hit]], k_age[hit], k_basket[hit]
+            if len(at):
+                pairs = np.unique(np.stack([at, h_basket]), axis=1)
+                count = np.bincount(pairs[0], minlength=n)
+                young = np.full(n, np.inf)
+                old = np.full(n, -np.inf)
+                np.minimum.at(young, at, h_age)
+                np.maximum.at(old, at, h_age)
+                touched = count > 0
+                baskets[touched] = count[touched]
+                since[touched] = young[touched]
+                again = count > 1
+                gap[again] = (old[again] - young[again]) / (count[again] - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             due = since / gap
             vs_user = attrs.price / (median if median > 0 else np.nan)
@@ -455,13 +462,22 @@ class OnlineRanker:
         total = max(len(k_item), 1)
         share = np.zeros(n)
         since = np.full(n, np.nan)
-        if len(k_item):
+        if len(k_item) and n:
             ev_group = codes[k_item]
-            for g in np.unique(ev_group[ev_group >= 0]).tolist():
-                mine = ev_group == g
-                where = cand == g
-                share[where] = mine.sum() / total
-                since[where] = float(k_age[mine].min())
+            mine = ev_group >= 0
+            groups, mine_age = ev_group[mine], k_age[mine]
+            if len(groups):
+                width = int(max(groups.max(), cand.max(initial=-1))) + 1
+                count = np.bincount(groups, minlength=width)
+                youngest = np.full(width, np.nan)
+                order = np.lexsort((mine_age, groups))
+                first = np.unique(groups[order], return_index=True)[1]
+                youngest[groups[order][first]] = mine_age[order][first]
+                where = cand >= 0
+                hits = where.copy()
+                hits[where] = count[cand[where]] > 0
+                share[hits] = count[cand[hits]] / total
+                since[hits] = youngest[cand[hits]]
         share[cand < 0] = np.nan
         return share, since
 
@@ -547,6 +563,14 @@ class OnlineRanker:
             fallback = cands.scores[:, cands.generators.index(name)]
             score = np.where(np.isnan(fallback), -np.inf, fallback).astype(np.float64)
         return score
+
+
+def _blocked(exclude: sp.csr_matrix | None, n_items: int) -> np.ndarray | None:
+    if exclude is None:
+        return None
+    blocked = np.zeros(n_items, bool)
+    blocked[exclude.indices[exclude.data != 0]] = True
+    return blocked
 
 
 def _default_key(requests: dict[object, CandidateRequest]) -> object:

@@ -1,0 +1,217 @@
+"""Each candidate generator's top n for one request, without a dense catalogue-wide row.
+
+`Generator.generate` scores every item for every row (`model._score`, then `top_k`): right
+for a batch of users, but for one request on a 100,000-item catalogue each dense row and its
+partition cost about a millisecond, seven generators over. Most generators give a finite
+score to few items (item kNN, EASE on its kept items, buy-again), or give the rest a score
+that does not depend on the shopper (content's and the category model's popularity terms,
+trending), so their top n is found among the items the shopper touches plus a prefix of an
+order computed once at load.
+
+Each `top` returns what `top_k(model._score(rows))` returns after the exclusions: the same
+scores to the bit and the same items, except among items tied with the last score kept, where
+`top_k`'s partition picks any of them (tests/test_request_tops.py compares them).
+Models without a shortcut (ALS must score every item) take the dense path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from nextbuy.models.base import Recommender, TopK, top_k
+from nextbuy.models.blend import OwnHistory
+from nextbuy.models.content_model import ContentModel
+from nextbuy.models.ease import EASE
+from nextbuy.models.itemknn import ItemKNN
+from nextbuy.models.popularity import CategoryBestsellers, _Ranked
+
+CATEGORY_SLACK = 8
+DenseScores = Callable[[Recommender, sp.csr_matrix], np.ndarray]
+
+
+def best(items: np.ndarray, scores: np.ndarray, n: int) -> TopK:
+    """The n highest finite scores among `items`, best first, ties to the lower index, as a
+    1 × n `TopK` padded with -1 / -inf (what `top_k` gives for one row)."""
+    finite = np.isfinite(scores)
+    items, scores = items[finite], scores[finite]
+    if len(items) > n:
+        # everything tied with the n-th best stays, so the index tie-break below is exact
+        nth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        keep = scores >= nth
+        items, scores = items[keep], scores[keep]
+    order = np.lexsort((items, -scores))[:n]
+    out_items = np.full((1, n), -1, np.int64)
+    out_scores = np.full((1, n), -np.inf, np.float32)
+    out_items[0, : len(order)] = items[order]
+    out_scores[0, : len(order)] = scores[order]
+    return TopK(out_items, out_scores)
+
+
+def _order(scores: np.ndarray) -> np.ndarray:
+    """Items with a finite score, best first, ties to the lower index."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    return finite[np.lexsort((finite, -scores[finite]))]
+
+
+def _unblocked(items: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+    return items[~blocked[items]] if len(items) else items
+
+
+class RequestTops:
+    """Per-generator shortcuts, prepared once per loaded model (read-only afterwards)."""
+
+    def __init__(self, n_items: int, dense: DenseScores) -> None:
+        self.n_items = n_items
+        self.dense = dense  # the dense scores of a model without a shortcut
+        self._prepared: dict[int, object] = {}
+
+    def top(
+        self, model: Recommender, rows: sp.csr_matrix, n: int, blocked: np.ndarray | None
+    ) -> TopK:
+        """The top n of one history row; `blocked` (bool per item) marks excluded items."""
+        if blocked is None:
+            blocked = np.zeros(self.n_items, bool)
+        if isinstance(model, ItemKNN):
+            return self._knn(model, rows, n, blocked)
+        if isinstance(model, EASE):
+            return self._ease(model, rows, n, blocked)
+        if isinstance(model, ContentModel):
+            return self._content(model, rows, n, blocked)
+        if isinstance(model, _Ranked):
+            return self._ranked(model, n, blocked)
+        if isinstance(model, CategoryBestsellers):
+            return self._category(model, rows, n, blocked)
+        if isinstance(model, OwnHistory):
+            return self._own(model, rows, n, blocked)
+        scores = np.asarray(self.dense(model, rows), np.float32)
+        scores[0, blocked] = -np.inf
+        return top_k(scores, n)
+
+    def _cached(self, model: Recommender, make: Callable[[], object]) -> object:
+        found = self._prepared.get(id(model))
+        if found is None:
+            found = self._prepared[id(model)] = make()
+        return found
+
+    # -- sparse products: only the items something contributed to are finite -------------------
+    def _knn(self, model: ItemKNN, rows: sp.csr_matrix, n: int, blocked: np.ndarray) -> TopK:
+        product = sp.csr_matrix(rows @ model.similarity)
+        items = product.indices.astype(np.int64)
+        ok = ~blocked[items]
+        return best(items[ok], product.data[ok].astype(np.float32), n)
+
+    def _own(self, model: OwnHistory, rows: sp.csr_matrix, n: int, blocked: np.ndarray) -> TopK:
+        items = rows.indices.astype(np.int64)
+        mine = (rows.data > 0) & ~blocked[items]
+        items = items[mine]
+        scores = rows.data[mine].astype(np.float32) + (model.TIE_BREAK * model.popularity)[items]
+        return best(items, scores.astype(np.float32), n)
+
+    def _ease(self, model: EASE, rows: sp.csr_matrix, n: int, blocked: np.ndarray) -> TopK:
+        kept = model.kept
+        if not rows.nnz or not len(kept):
+            return best(np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+        position = self._cached(model, lambda: _positions(kept, self.n_items))
+        assert isinstance(position, np.ndarray)
+        at = position[rows.indices]
+        inside = at >= 0
+        # the same CSR × dense kernel as `EASE._score`, on the row's kept columns
+        sub = sp.csr_matrix(
+            (rows.data[inside], at[inside].astype(np.int32), np.asarray([0, inside.sum()])),
+            shape=(1, len(kept)),
+        )
+        scores = np.asarray(sub @ model.weights, np.float32).ravel()
+        scores[blocked[kept]] = -np.inf
+        top = top_k(scores[None, :], n)
+        return TopK(np.where(top.items >= 0, kept[np.maximum(top.items, 0)], -1), top.scores)
+
+    # -- a shopper-independent term plus a sparse one: the prefix of a fixed order suffices ------
+    def _ranked(self, model: _Ranked, n: int, blocked: np.ndarray) -> TopK:
+        order = self._cached(model, lambda: _order(model.item_scores))
+        assert isinstance(order, np.ndarray)
+        picked = _unblocked(order[: n + int(blocked.sum())], blocked)[:n]
+        return best(picked, model.item_scores[picked], n)
+
+    def _content(
+        self, model: ContentModel, rows: sp.csr_matrix, n: int, blocked: np.ndarray
+    ) -> TopK:
+        if not rows.nnz:  # mask_empty: no history, nothing to go on
+            return best(np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+        prepared = self._cached(model, lambda: _ContentPrepared(model))
+        assert isinstance(prepared, _ContentPrepared)
+        cosine = sp.csr_matrix(model.profiles(rows) @ prepared.transposed)
+        touched = cosine.indices.astype(np.int64)
+        # every other item scores its popularity term alone: the best of them lead `order`
+        depth = n + int(blocked.sum()) + len(touched)
+        items = _union(self.n_items, touched, prepared.order[:depth])
+        dense = np.zeros(self.n_items, np.float32)
+        dense[touched] = cosine.data
+        scores = dense[items] + prepared.base[items]
+        scores[~model.has_content[items] | blocked[items]] = -np.inf
+        return best(items, scores.astype(np.float32), n)
+
+    def _category(
+        self, model: CategoryBestsellers, rows: sp.csr_matrix, n: int, blocked: np.ndarray
+    ) -> TopK:
+        prepared = self._cached(model, lambda: _CategoryPrepared(model, self.n_items))
+        assert isinstance(prepared, _CategoryPrepared)
+        shares = np.asarray((abs(rows) @ prepared.onehot).todense(), np.float64)
+        total = shares.sum(axis=1, keepdims=True)
+        shares = (shares / np.where(total > 0, total, 1.0))[0]
+        # slack: float32 rounding may tie two items of different popularity
+        depth = n + int(blocked.sum()) + CATEGORY_SLACK
+        mine = [prepared.members[c][:depth] for c in np.flatnonzero(shares > 0).tolist()]
+        within = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+        rest = prepared.order[: depth + len(within)]
+        items = _union(self.n_items, within, rest)
+        scores = np.zeros(len(items), np.float32)
+        category = model.category[items]
+        has = category >= 0
+        scores[has] = shares[category[has]] * model.item_scores[items[has]]
+        scores += prepared.base[items]
+        scores[(model.overall[items] <= 0) | blocked[items]] = -np.inf
+        return best(items, scores, n)
+
+
+class _ContentPrepared:
+    def __init__(self, model: ContentModel) -> None:
+        self.transposed = sp.csr_matrix(model.vectors.T)
+        weight = model.popularity_weight
+        base = np.float32(weight) * model.popularity if weight else np.zeros(model.n_items)
+        self.base = np.asarray(base, np.float32)
+        self.order = _order(np.where(model.has_content, self.base, -np.inf))
+
+
+class _CategoryPrepared:
+    def __init__(self, model: CategoryBestsellers, n_items: int) -> None:
+        category = model.category
+        n_cat = int(category.max()) + 1 if len(category) else 0
+        has = category >= 0
+        self.onehot = sp.csr_matrix(
+            (np.ones(has.sum(), np.float32), (np.flatnonzero(has), category[has])),
+            shape=(n_items, max(n_cat, 1)),
+        )
+        self.base = np.asarray(model.TIE_BREAK * model.overall, np.float32)
+        finite = np.where(model.overall > 0, self.base, -np.inf)
+        self.order = _order(finite)
+        # within a category, score order is popularity order; sold items only
+        within = _order(np.where(model.overall > 0, model.item_scores, -np.inf))
+        by_category = category[within]
+        self.members = [within[by_category == c] for c in range(n_cat)]
+
+
+def _union(n_items: int, *parts: np.ndarray) -> np.ndarray:
+    """Sorted distinct items of `parts` (a mask over the catalogue beats sorting here)."""
+    mask = np.zeros(n_items, bool)
+    for part in parts:
+        mask[part] = True
+    return np.flatnonzero(mask)
+
+
+def _positions(kept: np.ndarray, n_items: int) -> np.ndarray:
+    position = np.full(n_items, -1, np.int64)
+    position[kept] = np.arange(len(kept))
+    return position
