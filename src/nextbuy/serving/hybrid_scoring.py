@@ -186,14 +186,20 @@ def occlusion_contributions(
     baseline value (the mean over this request's candidates). LightGBM's exact TreeSHAP
     costs ~6 ms for ten rows, these rows × features copies one prediction (~1 ms). The
     signal named differs from TreeSHAP's on about a third of items (measured on the
-    sample); trained users' precomputed lists keep TreeSHAP reasons."""
+    sample); trained users' precomputed lists keep TreeSHAP reasons. A feature already at
+    its baseline in every row (the shopper's own numbers, the request's context) is not
+    copied: its contribution is 0."""
     n, width = x.shape
-    copies = np.repeat(x[:, None, :], width, axis=1)
-    diagonal = np.arange(width)
-    copies[:, diagonal, diagonal] = baseline[None, :]
-    both = np.concatenate([x, copies.reshape(n * width, width)])
+    # rtol: the mean of equal values may round in the last bit
+    same = np.isclose(x, baseline[None, :], rtol=1e-9, atol=0.0, equal_nan=True).all(axis=0)
+    varies = np.flatnonzero(~same)
+    copies = np.repeat(x[:, None, :], len(varies), axis=1)
+    copies[:, np.arange(len(varies)), varies] = baseline[varies][None, :]
+    both = np.concatenate([x, copies.reshape(n * len(varies), width)])
     scores = np.asarray(booster.predict(both, num_iteration=best_iteration, num_threads=1))
-    return scores[:n, None] - scores[n:].reshape(n, width)
+    out = np.zeros((n, width))
+    out[:, varies] = scores[:n, None] - scores[n:].reshape(n, len(varies))
+    return out
 
 
 def _facts(
