@@ -1,7 +1,8 @@
 """`RequestTops` gives each generator's top n for one request as the dense path does: `top_k`
 over `model._score(row)` with the excluded items at -inf. The scores are identical to the bit;
 so are the items, except among items tied with the last score kept, where `top_k`'s partition
-may pick any of them."""
+may pick any of them. ALS folds the shopper in by its own least squares (equal to rounding),
+and visits items by factor norm, stopping where no later item can reach the top n."""
 
 from __future__ import annotations
 
@@ -41,9 +42,7 @@ def fitted_models(data: InteractionMatrix, items: pd.DataFrame) -> dict[str, Rec
         "trending": create_model("trending", half_life_days=7.0).fit(data, items),
         "category": create_model("category_bestsellers").fit(data, items),
         "buy again": create_model("own_history").fit(data, items),
-        "als (dense path)": create_model("als", factors=8, iterations=3, use_gpu=False).fit(
-            data, items
-        ),
+        "als": create_model("als", factors=8, iterations=3, use_gpu=False).fit(data, items),
     }
 
 
@@ -77,7 +76,7 @@ def dense_top(model: Recommender, row: sp.csr_matrix, n: int, blocked: np.ndarra
         "trending",
         "category",
         "buy again",
-        "als (dense path)",
+        "als",
     ],
 )
 def test_each_generator_top_equals_the_dense_top_k(
@@ -97,10 +96,16 @@ def test_each_generator_top_equals_the_dense_top_k(
             for blocked in (np.zeros(data.n_items, bool), own, extra):
                 expected_items, expected_scores = dense_top(model, row, n, blocked)
                 got = tops.top(model, row, n, blocked)
-                np.testing.assert_array_equal(got.scores, expected_scores, err_msg=name)
-                # among items tied with the last score kept, top_k's partition picks any
-                above = expected_scores[0] > expected_scores[0, -1]
-                assert got.items[0, above].tolist() == expected_items[0, above].tolist(), name
+                if name.startswith("als"):
+                    # the fold-in is implicit's least squares, solved once more: rounding
+                    np.testing.assert_allclose(got.scores, expected_scores, rtol=1e-4)
+                    clear = expected_scores[0] > expected_scores[0, -1] + 1e-4
+                    assert set(got.items[0, clear]) <= set(expected_items[0]), name
+                else:
+                    np.testing.assert_array_equal(got.scores, expected_scores, err_msg=name)
+                    # among items tied with the last score kept, top_k's partition picks any
+                    above = expected_scores[0] > expected_scores[0, -1]
+                    assert got.items[0, above].tolist() == expected_items[0, above].tolist()
                 compared += int((expected_items >= 0).sum())
     assert compared > 100  # the comparisons were about real lists, not empty ones
 

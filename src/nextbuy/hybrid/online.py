@@ -40,7 +40,6 @@ from nextbuy.hybrid.pipeline import EXPOSURE_SCALE, HybridRecommender
 from nextbuy.hybrid.request_tops import RequestTops
 from nextbuy.models.base import Recommender
 from nextbuy.models.content_model import ContentModel
-from nextbuy.models.mf import ALSModel
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,6 @@ class OnlineRanker:
         users = builder.item_table["item_users"].to_numpy(np.float64)
         self.category_users = pd.Series(users).groupby(builder.category).sum().to_dict()
         self.exposure = hybrid.exposure
-        self._grams: dict[int, np.ndarray] = {}
         self.tops = RequestTops(self.n_items, self._scores)
         self._index_events(builder.events)
 
@@ -273,31 +271,7 @@ class OnlineRanker:
 
     def _scores(self, model: Recommender, rows: sp.csr_matrix) -> np.ndarray:
         """Dense scores of a model `RequestTops` has no shortcut for."""
-        if isinstance(model, ALSModel):
-            return self._als_scores(model, rows)
         return np.array(model._score(rows), dtype=np.float32)
-
-    def _als_scores(self, model: ALSModel, rows: sp.csr_matrix) -> np.ndarray:
-        """ALS's fold-in (implicit's least squares) with YᵀY computed once, not per call."""
-        out = np.full((1, self.n_items), -np.inf, np.float32)
-        if not rows.nnz:
-            return out  # mask_empty: nothing to fold in
-        emb = model._embeddings()
-        gram = self._grams.get(id(model))
-        if gram is None:
-            wide = emb.astype(np.float64)
-            gram = wide.T @ wide + model.regularization * np.eye(emb.shape[1])
-            self._grams[id(model)] = gram
-        cols, vals = rows.indices, rows.data.astype(np.float64)
-        confidence = (model.alpha * vals).astype(np.float32)
-        factors = emb[cols]
-        a = gram + (factors.T * (np.abs(confidence) - 1.0)) @ factors
-        b = np.maximum(confidence, 0.0) @ factors
-        user = np.linalg.solve(a, b.astype(np.float64)).astype(np.float32)
-        scores = (emb @ user + model._bias()).astype(np.float32, copy=False)
-        scores[~model.trained] = -np.inf
-        out[0] = scores
-        return out
 
     # -- features --------------------------------------------------------------------------------
     def features(

@@ -4,14 +4,16 @@
 for a batch of users, but for one request on a 100,000-item catalogue each dense row and its
 partition cost about a millisecond, seven generators over. Most generators give a finite
 score to few items (item kNN, EASE on its kept items, buy-again), or give the rest a score
-that does not depend on the shopper (content's and the category model's popularity terms,
-trending), so their top n is found among the items the shopper touches plus a prefix of an
-order computed once at load.
+that does not depend on the shopper (the category model's popularity term, trending), so
+their top n is found among the items the shopper touches plus a prefix of an order computed
+once at load.
 
 Each `top` returns what `top_k(model._score(rows))` returns after the exclusions: the same
 scores to the bit and the same items, except among items tied with the last score kept, where
 `top_k`'s partition picks any of them (tests/test_request_tops.py compares them).
-Models without a shortcut (ALS must score every item) take the dense path.
+Models without a shortcut take the dense path: ALS must score every item, and a content
+profile shares some feature with most items (one pass over the item vectors is the fastest
+way there).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import scipy.sparse as sp
 
 from nextbuy.models.base import Recommender, TopK, top_k
 from nextbuy.models.blend import OwnHistory
-from nextbuy.models.content_model import ContentModel
 from nextbuy.models.ease import EASE
 from nextbuy.models.itemknn import ItemKNN
+from nextbuy.models.mf import ALSModel
 from nextbuy.models.popularity import CategoryBestsellers, _Ranked
 
 CATEGORY_SLACK = 8
+# float32 scores round; the bound is loosened by this share so rounding never prunes an item
+ALS_BOUND_MARGIN = 1e-4
 DenseScores = Callable[[Recommender, sp.csr_matrix], np.ndarray]
 
 
@@ -74,12 +78,12 @@ class RequestTops:
         """The top n of one history row; `blocked` (bool per item) marks excluded items."""
         if blocked is None:
             blocked = np.zeros(self.n_items, bool)
+        if isinstance(model, ALSModel):
+            return self._als(model, rows, n, blocked)
         if isinstance(model, ItemKNN):
             return self._knn(model, rows, n, blocked)
         if isinstance(model, EASE):
             return self._ease(model, rows, n, blocked)
-        if isinstance(model, ContentModel):
-            return self._content(model, rows, n, blocked)
         if isinstance(model, _Ranked):
             return self._ranked(model, n, blocked)
         if isinstance(model, CategoryBestsellers):
@@ -95,6 +99,36 @@ class RequestTops:
         if found is None:
             found = self._prepared[id(model)] = make()
         return found
+
+    # -- ALS: the fold-in, then only the items whose score could still reach the top n --------
+    def _als(self, model: ALSModel, rows: sp.csr_matrix, n: int, blocked: np.ndarray) -> TopK:
+        """Items are visited by decreasing factor norm, in growing blocks; once the shopper's
+        norm × the next item's norm (Cauchy–Schwarz: no later score can be higher) falls
+        below the n-th best score so far, the rest is skipped. On the 100,000-item benchmark
+        catalogue about an eighth of the items get scored."""
+        if not rows.nnz:  # mask_empty: nothing to fold in
+            return best(np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+        prepared = self._cached(model, lambda: _ALSPrepared(model))
+        assert isinstance(prepared, _ALSPrepared)
+        user = prepared.fold_in(model, rows)
+        reach = float(np.linalg.norm(user)) * (1.0 + ALS_BOUND_MARGIN)
+        items, scores = [], []
+        start, size, total = 0, max(4 * n, self.n_items // 8), len(prepared.order)
+        while start < total:
+            stop = min(start + size, total)
+            chunk = prepared.order[start:stop]
+            part = prepared.factors[start:stop] @ user + prepared.bias[start:stop]
+            part[~prepared.trained[start:stop] | blocked[chunk]] = -np.inf
+            items.append(chunk)
+            scores.append(part.astype(np.float32, copy=False))
+            start = stop
+            found = np.concatenate(scores)
+            finite = found[np.isfinite(found)]
+            if start < total and len(finite) >= n:
+                nth = np.partition(finite, len(finite) - n)[len(finite) - n]
+                if reach * prepared.norms[start] + prepared.bias_left[start] < nth:
+                    break
+        return best(np.concatenate(items), np.concatenate(scores), n)
 
     # -- sparse products: only the items something contributed to are finite -------------------
     def _knn(self, model: ItemKNN, rows: sp.csr_matrix, n: int, blocked: np.ndarray) -> TopK:
@@ -135,24 +169,6 @@ class RequestTops:
         picked = _unblocked(order[: n + int(blocked.sum())], blocked)[:n]
         return best(picked, model.item_scores[picked], n)
 
-    def _content(
-        self, model: ContentModel, rows: sp.csr_matrix, n: int, blocked: np.ndarray
-    ) -> TopK:
-        if not rows.nnz:  # mask_empty: no history, nothing to go on
-            return best(np.zeros(0, np.int64), np.zeros(0, np.float32), n)
-        prepared = self._cached(model, lambda: _ContentPrepared(model))
-        assert isinstance(prepared, _ContentPrepared)
-        cosine = sp.csr_matrix(model.profiles(rows) @ prepared.transposed)
-        touched = cosine.indices.astype(np.int64)
-        # every other item scores its popularity term alone: the best of them lead `order`
-        depth = n + int(blocked.sum()) + len(touched)
-        items = _union(self.n_items, touched, prepared.order[:depth])
-        dense = np.zeros(self.n_items, np.float32)
-        dense[touched] = cosine.data
-        scores = dense[items] + prepared.base[items]
-        scores[~model.has_content[items] | blocked[items]] = -np.inf
-        return best(items, scores.astype(np.float32), n)
-
     def _category(
         self, model: CategoryBestsellers, rows: sp.csr_matrix, n: int, blocked: np.ndarray
     ) -> TopK:
@@ -176,13 +192,32 @@ class RequestTops:
         return best(items, scores, n)
 
 
-class _ContentPrepared:
-    def __init__(self, model: ContentModel) -> None:
-        self.transposed = sp.csr_matrix(model.vectors.T)
-        weight = model.popularity_weight
-        base = np.float32(weight) * model.popularity if weight else np.zeros(model.n_items)
-        self.base = np.asarray(base, np.float32)
-        self.order = _order(np.where(model.has_content, self.base, -np.inf))
+class _ALSPrepared:
+    """Factors in order of decreasing norm, and YᵀY + λI once (not per request)."""
+
+    def __init__(self, model: ALSModel) -> None:
+        emb = model._embeddings()
+        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+        self.order = np.argsort(-norms, kind="stable")
+        self.factors = np.ascontiguousarray(emb[self.order])
+        self.norms = norms[self.order]
+        bias = np.broadcast_to(np.asarray(model._bias(), np.float32), (len(emb),))
+        self.bias = np.ascontiguousarray(bias[self.order])
+        # the highest bias among items from position i on
+        self.bias_left = np.maximum.accumulate(self.bias[::-1].astype(np.float64))[::-1]
+        self.trained = model.trained[self.order]
+        wide = emb.astype(np.float64)
+        self.gram = wide.T @ wide + model.regularization * np.eye(emb.shape[1])
+
+    def fold_in(self, model: ALSModel, rows: sp.csr_matrix) -> np.ndarray:
+        """implicit's least-squares fold-in of one history row (confidence α × weight)."""
+        emb = model._embeddings()
+        cols, vals = rows.indices, rows.data.astype(np.float64)
+        confidence = (model.alpha * vals).astype(np.float32)
+        factors = emb[cols]
+        a = self.gram + (factors.T * (np.abs(confidence) - 1.0)) @ factors
+        b = np.maximum(confidence, 0.0) @ factors
+        return np.linalg.solve(a, b.astype(np.float64)).astype(np.float32)
 
 
 class _CategoryPrepared:

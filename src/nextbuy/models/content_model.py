@@ -91,24 +91,36 @@ class ContentModel(Recommender):
     # -- scoring ---------------------------------------------------------------------------------
     def profiles(self, histories: sp.csr_matrix) -> sp.csr_matrix:
         """Each history row's weighted-mean content vector, scaled to unit length."""
+        return sp.csr_matrix(self.dense_profiles(histories))
+
+    def dense_profiles(self, histories: sp.csr_matrix) -> np.ndarray:
+        """`profiles` as a dense (rows, content features) float32 array."""
         weights = abs(sp.csr_matrix(histories, dtype=np.float32))
-        profile = sp.csr_matrix(weights @ self.vectors)
-        norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1)).ravel())
-        return sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ profile)
+        profile = np.asarray((weights @ self.vectors).toarray(), np.float32)
+        norms = np.sqrt(np.einsum("ij,ij->i", profile, profile))
+        profile *= (1.0 / np.where(norms > 0, norms, 1.0)).astype(np.float32)[:, None]
+        return profile
 
     def score_profiles(
-        self, profiles: sp.csr_matrix, popularity_weight: float | None = None
+        self, profiles: sp.spmatrix | np.ndarray, popularity_weight: float | None = None
     ) -> np.ndarray:
-        """Dense (n, n_items) scores of content profiles (rows in the `vectors` space)."""
+        """Dense (n, n_items) scores of content profiles (rows in the `vectors` space).
+
+        One pass over the item vectors per profile (sparse items × dense profile): a
+        profile shares some feature with most items, so a sparse × sparse product would
+        touch them all anyway, at three times the cost.
+        """
         weight = self.popularity_weight if popularity_weight is None else popularity_weight
-        scores = np.asarray((profiles @ self.vectors.T).toarray(), dtype=np.float32)
+        dense = profiles.toarray() if sp.issparse(profiles) else profiles
+        dense = np.asarray(dense, np.float32)
+        scores = np.ascontiguousarray((self.vectors @ dense.T).T, dtype=np.float32)
         if weight:
             scores += np.float32(weight) * self.popularity
         scores[:, ~self.has_content] = -np.inf
         return scores
 
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
-        return mask_empty(self.score_profiles(self.profiles(histories)), histories)
+        return mask_empty(self.score_profiles(self.dense_profiles(histories)), histories)
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         scores = np.asarray((self.vectors[items] @ self.vectors.T).toarray(), dtype=np.float32)
