@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from nextbuy.config import Settings
 from nextbuy.datasets import load_sample_shop
@@ -242,3 +243,18 @@ def test_api_event_keys_increase_and_never_meet_file_or_event_id_keys() -> None:
     lines = pd.DataFrame({"line": [2, 3], "event_id": [None, "e-1"]})
     file_key, id_key = event_keys(lines, file_id=12345)
     assert file_key < API_KEY_BIT <= HASHED_KEY_BIT <= id_key
+
+
+def test_cells_and_row_products_equal_scipys_fancy_indexing() -> None:
+    from nextbuy.serving.hybrid_scoring import cells, row_products
+
+    rng = np.random.default_rng(0)
+    dense = sp.random(200, 150, density=0.05, random_state=1, dtype=np.float32).toarray()
+    dense[7] = 0  # a row without entries
+    matrix = sp.csr_matrix(dense)
+    rows = np.concatenate([rng.choice(200, 12), [7]])
+    cols = rng.choice(150, 6, replace=False)
+    np.testing.assert_allclose(cells(matrix, rows, cols), matrix[rows][:, cols].toarray())
+    others = np.asarray([3, 7, 50, 120])
+    expected = (matrix[rows] @ matrix[others].T).toarray()
+    np.testing.assert_allclose(row_products(matrix, rows, others), expected, rtol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,6 +105,23 @@ def signal_of(feature: str) -> tuple[str, Template]:
     return "several", lambda f: "Picked for you"
 
 
+@lru_cache(maxsize=8)
+def _signal_groups(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """The explaining signals among these features, and which feature belongs to which
+    (signals × features, 0/1); the same for every request of one ranker, so cached."""
+    signal_names = [signal_of(n)[0] for n in names]
+    groups = sorted({s for s, n in zip(signal_names, names, strict=True) if n not in UNEXPLAINING})
+    member = np.array(
+        [
+            [s == g and n not in UNEXPLAINING for s, n in zip(signal_names, names, strict=True)]
+            for g in groups
+        ],
+        dtype=np.float64,
+    )
+    member.setflags(write=False)
+    return groups, member
+
+
 def reasons(
     contributions: np.ndarray,
     feature_names: Sequence[str],
@@ -118,15 +136,7 @@ def reasons(
     the generator that ranked the candidate highest (`origins`) names the reason.
     """
     names = list(feature_names)
-    signal_names = [signal_of(n)[0] for n in names]
-    groups = sorted({s for s, n in zip(signal_names, names, strict=True) if n not in UNEXPLAINING})
-    member = np.array(
-        [
-            [s == g and n not in UNEXPLAINING for s, n in zip(signal_names, names, strict=True)]
-            for g in groups
-        ],
-        dtype=np.float64,
-    )
+    groups, member = _signal_groups(tuple(names))
     pushes = contributions @ member.T  # rows × signals
     out = []
     for row in range(contributions.shape[0]):

@@ -88,6 +88,7 @@ class HybridModel(Recommender):
         self._online: OnlineRanker | None = None
         # serving lists of every trained user (rows: `list_users`), filled by `prepare_to_serve`
         self.list_users = np.zeros(0, object)
+        self._rows_of: tuple[np.ndarray, dict[str, int]] | None = None
         self.list_items = np.zeros((0, 0), np.int32)
         self.list_scores = np.zeros((0, 0), np.float32)
         self.list_reasons = np.zeros((0, 0), object)
@@ -224,7 +225,7 @@ class HybridModel(Recommender):
         """(items, scores) rows for these users from the prepared lists; None if not prepared."""
         if not len(self.list_users):
             return None
-        row = {u: i for i, u in enumerate(self.list_users)}
+        row = self._list_rows()
         at = np.fromiter((row.get(str(u), -1) for u in user_ids), np.int64, len(user_ids))
         width = min(n, self.list_items.shape[1])
         items = np.full((len(at), n), -1, np.int32)
@@ -234,12 +235,19 @@ class HybridModel(Recommender):
         scores[ok, :width] = self.list_scores[at[ok], :width]
         return items, scores
 
+    def _list_rows(self) -> dict[str, int]:
+        """User id → row of the prepared lists, built once per list (a request looks one up)."""
+        users = self.list_users
+        if self._rows_of is None or self._rows_of[0] is not users:
+            self._rows_of = (users, {str(u): i for i, u in enumerate(users)})
+        return self._rows_of[1]
+
     def reasons_of(self, user_id: str) -> dict[int, str]:
         """Model index → reason for the head of a user's prepared list."""
-        hits = np.flatnonzero(self.list_users == str(user_id)) if len(self.list_users) else []
-        if not len(hits):
+        found = self._list_rows().get(str(user_id))
+        if found is None:
             return {}
-        row = int(hits[0])
+        row = found
         width = self.list_reasons.shape[1]
         items = self.list_items[row, :width].tolist()
         found = zip(items, self.list_reasons[row], strict=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from nextbuy.content import infer_category
 from nextbuy.hybrid.explain import ItemFacts, reasons
@@ -239,12 +240,12 @@ def _anchor_titles(live: Live, shopper: Shopper, items: list[int]) -> list[str |
     vectors = hybrid.content_vectors()
     if vectors is not None:
         # content for new items (kNN knows nothing of them); kNN first for the rest
-        sims[inside] = 1e-3 * (vectors[targets[inside]] @ vectors[mine].T).toarray()
+        sims[inside] = 1e-3 * row_products(vectors, targets[inside], mine)
     stage = hybrid.hybrid.stage if hybrid.hybrid is not None else None
     knn = next((g.model for g in getattr(stage, "generators", []) if g.name == "recent"), None)
     similarity = getattr(knn, "similarity", None)
     if similarity is not None and inside.any():
-        sims[inside] += similarity[targets[inside]][:, mine].toarray()
+        sims[inside] += cells(similarity, targets[inside], mine)
     new = live.new_items
     if new is not None and vectors is not None and (~inside).any():
         rows = {int(i): r for r, i in enumerate(new.index.tolist())}
@@ -258,6 +259,39 @@ def _anchor_titles(live: Live, shopper: Shopper, items: list[int]) -> list[str |
         item = int(mine[best])
         title = live.catalog.title[item] or live.catalog.item_ids[item]
         out.append(str(title) if row[best] > 0 else None)
+    return out
+
+
+def _entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(position in `rows`, column, value) of every stored entry of these CSR rows."""
+    starts, stops = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = stops - starts
+    at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    return np.repeat(np.arange(len(rows)), lengths), matrix.indices[at], matrix.data[at]
+
+
+def cells(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """matrix[rows][:, cols] as a dense array, without scipy's fancy indexing (which costs
+    ~0.2 ms a call on a request's handful of rows); `cols` distinct."""
+    out = np.zeros((len(rows), len(cols)))
+    row, col, value = _entries(matrix, rows)
+    order = np.argsort(cols)
+    sorted_cols = cols[order]
+    at = np.minimum(np.searchsorted(sorted_cols, col), len(cols) - 1)
+    hit = sorted_cols[at] == col
+    out[row[hit], order[at[hit]]] = value[hit]
+    return out
+
+
+def row_products(matrix: sp.csr_matrix, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(matrix[rows] @ matrix[others].T) as a dense array, for a handful of rows."""
+    row, col, value = _entries(matrix, others)
+    dense = np.zeros((len(others), matrix.shape[1]))
+    np.add.at(dense, (row, col), value)
+    row, col, value = _entries(matrix, rows)
+    out = np.zeros((len(rows), len(others)))
+    for j in range(len(others)):
+        out[:, j] = np.bincount(row, weights=value * dense[j, col], minlength=len(rows))
     return out
 
 
