@@ -77,7 +77,7 @@ def build_project() -> None:
     (WORK / "ready").write_text("ok")
 
 
-def start_server() -> subprocess.Popen[bytes]:
+def start_server(work: Path = WORK) -> subprocess.Popen[bytes]:
     command = [
         "taskset",
         "-c",
@@ -91,7 +91,7 @@ def start_server() -> subprocess.Popen[bytes]:
     ]
     server = subprocess.Popen(
         command,
-        cwd=WORK,
+        cwd=work,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -119,7 +119,9 @@ async def _one_request(
     return status
 
 
-async def open_loop(rate: float, seconds: float, users: list[str]) -> tuple[np.ndarray, int]:
+async def open_loop(
+    rate: float, seconds: float, users: list[str], unknown_share: float = 0.1
+) -> tuple[np.ndarray, int]:
     """Send `rate` requests/s on schedule; latency counts from the scheduled time."""
     connections = [await asyncio.open_connection("127.0.0.1", PORT) for _ in range(32)]
     free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -144,7 +146,7 @@ async def open_loop(rate: float, seconds: float, users: list[str]) -> tuple[np.n
 
     tasks = []
     for n in range(int(rate * seconds)):
-        known = rng.random() >= 0.1
+        known = rng.random() >= unknown_share
         user = users[rng.integers(len(users))] if known else f"new-{rng.integers(10**6)}"
         tasks.append(
             asyncio.create_task(

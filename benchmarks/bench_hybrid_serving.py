@@ -1,0 +1,253 @@
+"""Latency of the hybrid pipeline served on the request, on the 100,000-item benchmark catalogue.
+
+The same synthetic shop as bench_serving.py (100,000 items, 50,000 users, 1M events), trained
+with `model = "hybrid"` (configuration below: one label window, 20,000 training users, EASE
+on the 5,000 most-bought items). Server pinned to one core, load generator to the other:
+1. a view event is posted for each of 5,000 shoppers, so each of their home pages runs the
+   whole pipeline on the request (candidate generators on the trained history plus the new
+   event, features, LightGBM, business rules);
+2. p50/p95/p99 of those home pages (k=10) at a fixed rate, open loop, latency counted from the
+   scheduled send time; then the same for trained users with nothing new (precomputed lists);
+3. in-process, the share of each stage of `OnlineRanker.score` (medians over 1,000 requests).
+Usage: python benchmarks/bench_hybrid_serving.py [--seconds 30] [--runs 3] [--rate 50]
+Writes the "hybrid-serving" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import N_EVENTS, N_ITEMS, N_USERS, PORT, open_loop, start_server
+from common import machine_summary, write_section
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work" / "serving-hybrid"
+SHOPPERS = 5_000
+CONFIG = """data_dir = "data"
+[training]
+model = "hybrid"
+[training.params.hybrid]
+label_windows = 1
+max_train_users = 20000
+generators = [
+  { name = "als", n = 100, params = { factors = 64, regularization = 1.0, alpha = 10.0 } },
+  { name = "ease", n = 100, params = { reg = 3000.0, prune_items = true, max_items = 5000 } },
+  { name = "itemknn", n = 50, params = { neighbours = 100 } },
+  { name = "recent", n = 50, params = { neighbours = 100 } },
+  { name = "content", n = 50, params = { embeddings = "none", popularity_weight = 0.1 } },
+  { name = "trending", n = 30, params = { half_life_days = 7.0 } },
+  { name = "category", n = 30, params = {} },
+]
+"""
+
+
+def build_project() -> float | None:
+    """Import the synthetic shop and train the hybrid once; returns the training seconds."""
+    if (WORK / "ready").exists():
+        return None
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    (WORK / "nextbuy.toml").write_text(CONFIG)
+    import pandas as pd
+
+    from nextbuy.config import load_settings
+    from nextbuy.datasets import SyntheticShop
+    from nextbuy.ingest import ImportOptions, import_frame
+    from nextbuy.store import open_store
+    from nextbuy.training import train_version
+
+    settings = load_settings(WORK / "nextbuy.toml")
+    shop = SyntheticShop(n_users=N_USERS, n_items=N_ITEMS, n_categories=50, n_brands=200, seed=0)
+    store = open_store(settings.store_path)
+    import_frame(store, settings, shop.items(), "synthetic:items", ImportOptions("items"))
+    events = pd.concat(list(shop.events(N_EVENTS)), ignore_index=True)
+    import_frame(store, settings, events, "synthetic:events", ImportOptions("interactions"))
+    started = time.perf_counter()
+    outcome = train_version(settings, store, step=_say)
+    seconds = time.perf_counter() - started
+    print(f"trained {outcome.version.name} in {seconds:.0f} s", flush=True)
+    store.close()
+    rng = np.random.default_rng(0)
+    users = rng.choice(events["user_id"].dropna().unique(), 2 * SHOPPERS, replace=False)
+    (WORK / "users.txt").write_text("\n".join(users[:SHOPPERS]) + "\n")
+    (WORK / "shoppers.txt").write_text("\n".join(users[SHOPPERS:]) + "\n")
+    items = rng.choice(shop.items()["item_id"].to_numpy(), 5_000, replace=False)
+    (WORK / "items.txt").write_text("\n".join(items) + "\n")
+    (WORK / "train_seconds").write_text(f"{seconds:.1f}")
+    (WORK / "ready").write_text("ok")
+    return seconds
+
+
+def _say(message: str) -> None:
+    print(f"  {message}", flush=True)
+
+
+def post_events(shoppers: list[str], items: list[str]) -> None:
+    """One view for each shopper, now: from here on their home pages run the pipeline."""
+    rng = np.random.default_rng(2)
+    for start in range(0, len(shoppers), 100):
+        batch = [
+            {"user_id": user, "item_id": str(rng.choice(items)), "event_type": "view"}
+            for user in shoppers[start : start + 100]
+        ]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{PORT}/v1/events",
+            data=json.dumps({"events": batch}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200, answer.status
+
+
+def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
+    shoppers = (WORK / "shoppers.txt").read_text().split()
+    trained = (WORK / "users.txt").read_text().split()
+    items = (WORK / "items.txt").read_text().split()
+    server = start_server(WORK)
+    out: dict[str, list[tuple[float, ...]]] = {"pipeline": [], "precomputed": []}
+    try:
+        post_events(shoppers, items)
+        asyncio.run(open_loop(args.rate, 3, shoppers, unknown_share=0.0))  # warm-up
+        for _ in range(args.runs):
+            for name, users in (("pipeline", shoppers), ("precomputed", trained)):
+                millis, errors = asyncio.run(
+                    open_loop(args.rate, args.seconds, users, unknown_share=0.0)
+                )
+                out[name].append((*np.percentile(millis, [50, 95, 99]), errors, len(millis)))
+                p50, p95, p99 = out[name][-1][:3]
+                print(f"{name}: p50 {p50:.2f} ms, p95 {p95:.2f}, p99 {p99:.2f}, errors {errors}")
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=60)
+    return out
+
+
+def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
+    """In-process: median and p99 ms of each stage of `OnlineRanker.score`, one core."""
+    from nextbuy.config import load_settings
+    from nextbuy.hybrid.candidates import merge
+    from nextbuy.hybrid.online import FreshEvent, _blocked
+    from nextbuy.serving.state import ServingState
+
+    os.sched_setaffinity(0, {0})
+    state = ServingState(load_settings(WORK / "nextbuy.toml"))
+    state.check_model()
+    online = state.current().model.model.online
+    shoppers = (WORK / "shoppers.txt").read_text().split()
+    items = (WORK / "items.txt").read_text().split()
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, started: float) -> None:
+        times.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+
+    for i in range(n_requests):
+        now = time.time_ns()
+        fresh = [FreshEvent(items[i % len(items)], "view", now - 10**9)]
+        first = t = time.perf_counter()
+        events = online.user_events(shoppers[i % len(shoppers)], fresh, now)
+        requests = online.request(shoppers[i % len(shoppers)], events)
+        timed("the shopper's events and history rows", t)
+        tops = {}
+        for generator in online.stage.generators:
+            t = time.perf_counter()
+            request = requests[generator.half_life_days]
+            blocked = _blocked(request.exclude, online.n_items)
+            rows = generator._rows(request)
+            tops[generator.name] = online.tops.top(generator.model, rows, generator.n, blocked)
+            timed(f"generator {generator.name}", t)
+        t = time.perf_counter()
+        candidates = merge(tops, 1, online.n_items)
+        timed("merge", t)
+        t = time.perf_counter()
+        x = online.features(candidates, events, now)
+        timed(f"features ({x.shape[1]} per candidate)", t)
+        t = time.perf_counter()
+        online.booster.predict(x, num_iteration=online.best_iteration, num_threads=1)
+        timed("LightGBM", t)
+        timed("all of the above", first)
+        times.setdefault("candidates per request", []).append(float(len(x)))
+    return [(k, float(np.median(v)), float(np.percentile(v, 99))) for k, v in times.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--build-only", action="store_true")
+    args = parser.parse_args()
+    build_project()
+    if args.build_only:
+        return
+    http = over_http(args)
+    stages = stage_shares()
+    write_report(http, stages, args)
+
+
+def write_report(
+    http: dict[str, list[tuple[float, ...]]],
+    stages: list[tuple[str, float, float]],
+    args: argparse.Namespace,
+) -> None:
+    med = statistics.median
+    rows = ["| path | p50 | p95 | p99 | errors | runs |", "|---|---:|---:|---:|---:|---:|"]
+    labels = {
+        "pipeline": "shopper with an event since training: the pipeline on the request",
+        "precomputed": "trained user, nothing new: the list precomputed at training",
+    }
+    for name, runs in http.items():
+        rows.append(
+            f"| {labels[name]} | {med(r[0] for r in runs):.2f} ms | "
+            f"{med(r[1] for r in runs):.2f} ms | {med(r[2] for r in runs):.2f} ms | "
+            f"{sum(r[3] for r in runs):.0f} of {sum(r[4] for r in runs):,.0f} | {len(runs)} |"
+        )
+    stage_rows = ["| stage | median | p99 |", "|---|---:|---:|"]
+    for name, p50, p99 in stages:
+        unit = "" if name.startswith("candidates") else " ms"
+        stage_rows.append(f"| {name} | {p50:.2f}{unit} | {p99:.2f}{unit} |")
+    trained_in = (WORK / "train_seconds").read_text() if (WORK / "train_seconds").exists() else "?"
+    body = "\n".join(
+        [
+            f"Synthetic shop: {N_ITEMS:,} items, {N_USERS:,} users, {N_EVENTS:,} events, model "
+            f"`hybrid` (`nextbuy train` took {float(trained_in) / 60:.0f} min, validation fit "
+            "included). Configuration, in `nextbuy.toml`:",
+            "",
+            "```toml",
+            CONFIG.split("[training.params.hybrid]\n", 1)[1].strip(),
+            "```",
+            "",
+            f"Home placement, k=10, default rules, explanations on; {args.rate:.0f} requests/s "
+            f"open loop (latency from the scheduled send time), {args.seconds} s per run; "
+            "server (`nextbuy serve`) pinned to core 0, load generator to core 1. Before "
+            f"measuring, one view event is posted for each of {SHOPPERS:,} shoppers, whose home "
+            "pages then run candidate generation, features and LightGBM on every request. "
+            "Command: `python benchmarks/bench_hybrid_serving.py`.",
+            "",
+            machine_summary(),
+            "",
+            *rows,
+            "",
+            "Where a request's time goes (in-process, one core, 1,000 requests of shoppers with "
+            "one new view each; medians and p99 per stage):",
+            "",
+            *stage_rows,
+        ]
+    )
+    write_section("hybrid-serving", "Serving the hybrid on the benchmark catalogue", body)
+
+
+if __name__ == "__main__":
+    main()
