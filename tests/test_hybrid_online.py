@@ -16,9 +16,6 @@ from test_hybrid import small_config
 # ALS folds a user in by the same least squares with YᵀY computed once: equal up to float
 # rounding, so its score gets a tolerance; every other feature must match to the last bits.
 ROUNDING = {"als_score": 1e-4}
-# Under the repeat protocol EASE's score of a request matches the batch path's to float32
-# rounding (about one unit in the last place), not bit for bit, with or without shortcuts.
-REPEAT_ROUNDING = {**ROUNDING, "ease_score": 1e-6}
 
 
 def fit(protocol: str) -> tuple[HybridRecommender, pd.DataFrame, pd.Timestamp]:
@@ -83,10 +80,9 @@ def test_online_feature_rows_equal_the_offline_feature_builders(
     assert np.array_equal(offline.candidates.items, mine.candidates.items)
     expected = offline.features[online.feature_order].to_numpy(np.float64)
     assert expected.shape == mine.features.shape and len(expected) > 50
-    tolerance = ROUNDING if protocol == "discovery" else REPEAT_ROUNDING
     for j, name in enumerate(online.feature_order):
         np.testing.assert_allclose(
-            mine.features[:, j], expected[:, j], rtol=tolerance.get(name, 0), err_msg=name
+            mine.features[:, j], expected[:, j], rtol=ROUNDING.get(name, 0), err_msg=name
         )
     if protocol == "repeat" and case < 2:
         assert (mine.features[:, online.feature_order.index("ui_baskets")] > 1).any()

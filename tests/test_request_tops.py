@@ -118,3 +118,32 @@ def test_best_keeps_every_tie_at_the_cut_and_breaks_it_by_index() -> None:
     padded = best(items, scores, 6)
     assert padded.items.tolist() == [[4, 3, 7, 9, -1, -1]]
     assert np.isneginf(padded.scores[0, 4:]).all()
+
+
+def test_als_skips_items_whose_norm_bound_cannot_reach_the_top(
+    shop: tuple[InteractionMatrix, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextbuy.hybrid import request_tops
+
+    data, items = shop
+    model = create_model("als", factors=8, iterations=3, use_gpu=False).fit(data, items)
+    scored: list[int] = []
+    original = request_tops._ALSPrepared.scores
+
+    def counting(self, user, start, stop, blocked):  # type: ignore[no-untyped-def]
+        scored.append(stop - start)
+        return original(self, user, start, stop, blocked)
+
+    monkeypatch.setattr(request_tops._ALSPrepared, "scores", counting)
+    tops = RequestTops(data.n_items, lambda m, rows: m._score(rows))
+    nobody = np.zeros(data.n_items, bool)
+    per_row = []
+    for user in range(0, data.n_users, 40):
+        row = sp.csr_matrix(data.matrix[user], dtype=np.float32)
+        scored.clear()
+        got = tops.top(model, row, 5, nobody)
+        _, expected_scores = dense_top(model, row, 5, nobody)
+        np.testing.assert_allclose(got.scores, expected_scores, rtol=1e-4)
+        per_row.append(sum(scored))
+    # some rows stop early, and the scores found are still the best ones
+    assert min(per_row) < data.n_items

@@ -236,3 +236,25 @@ def sparse_scores(product: sp.spmatrix) -> np.ndarray:
     rows = np.repeat(np.arange(product.shape[0]), np.diff(product.indptr))
     out[rows, product.indices] = product.data
     return out
+
+
+def entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(position in `rows`, column, value) of every stored entry of these CSR rows, in
+    storage order."""
+    starts, stops = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = (stops - starts).astype(np.int64)
+    at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    return np.repeat(np.arange(len(rows)), lengths), matrix.indices[at], matrix.data[at]
+
+
+def accumulate(
+    width: int, columns: np.ndarray, weights: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """A float32 row: Σ weight × value per column, added in the order given. That is the
+    order and the arithmetic of scipy's CSR product of a history row with a CSR matrix
+    (float32 products and sums), so the values equal the batch path's to the bit, without
+    building three sparse matrices for one row."""
+    out = np.zeros(width, np.float32)
+    products = np.asarray(weights, np.float32) * np.asarray(values, np.float32)
+    np.add.at(out, columns, products)
+    return out

@@ -27,7 +27,7 @@ from sklearn.linear_model import Ridge
 from nextbuy.content import ContentFeatures, EmbeddingChoice, SentenceEncoder
 from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.matrix import InteractionMatrix, pack_csr, unpack_csr
-from nextbuy.models.base import Recommender, mask_empty
+from nextbuy.models.base import Recommender, accumulate, entries, mask_empty
 
 OUT_OF_RANGE_PENALTY = 1.0  # subtracted from items outside an onboarding price range
 
@@ -95,8 +95,15 @@ class ContentModel(Recommender):
 
     def dense_profiles(self, histories: sp.csr_matrix) -> np.ndarray:
         """`profiles` as a dense (rows, content features) float32 array."""
-        weights = abs(sp.csr_matrix(histories, dtype=np.float32))
-        profile = np.asarray((weights @ self.vectors).toarray(), np.float32)
+        # sorted: the sums below then add in one order whichever way the rows were built
+        histories = sp.csr_matrix(histories, dtype=np.float32).sorted_indices()
+        n, width = histories.shape[0], self.vectors.shape[1]
+        row = np.repeat(np.arange(n), np.diff(histories.indptr))
+        at, terms, values = entries(self.vectors, histories.indices)
+        # the weighted sum of the rows' item vectors, as |histories| @ vectors would add it
+        weights = np.abs(histories.data[at])
+        profile = accumulate(n * width, row[at] * width + terms, weights, values)
+        profile = profile.reshape(n, width)
         norms = np.sqrt(np.einsum("ij,ij->i", profile, profile))
         profile *= (1.0 / np.where(norms > 0, norms, 1.0)).astype(np.float32)[:, None]
         return profile

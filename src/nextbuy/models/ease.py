@@ -53,6 +53,8 @@ class EASE(Recommender):
         self.weights = _ease_weights(sp.csc_matrix(data.matrix[:, self.kept]), self.reg)
 
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
+        # sorted: the sums add in one order whichever way the rows were built
+        histories = histories.sorted_indices()
         if len(self.kept) == self.n_items:  # nothing pruned: skip the column gather
             return mask_empty(np.asarray(histories @ self.weights, np.float32), histories)
         scores = np.full((histories.shape[0], self.n_items), -np.inf, np.float32)

@@ -28,6 +28,7 @@ from nextbuy.hybrid.explain import ItemFacts, reasons
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineScored
 from nextbuy.matrix import InteractionMatrix
 from nextbuy.models import Recommender
+from nextbuy.models.base import entries
 from nextbuy.models.content_model import ContentModel
 from nextbuy.models.hybrid_model import CONTENT_SIMILARITY_WEIGHT, HybridModel
 from nextbuy.serving.scoring import best_of
@@ -262,19 +263,11 @@ def _anchor_titles(live: Live, shopper: Shopper, items: list[int]) -> list[str |
     return out
 
 
-def _entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(position in `rows`, column, value) of every stored entry of these CSR rows."""
-    starts, stops = matrix.indptr[rows], matrix.indptr[rows + 1]
-    lengths = stops - starts
-    at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    return np.repeat(np.arange(len(rows)), lengths), matrix.indices[at], matrix.data[at]
-
-
 def cells(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """matrix[rows][:, cols] as a dense array, without scipy's fancy indexing (which costs
     ~0.2 ms a call on a request's handful of rows); `cols` distinct."""
     out = np.zeros((len(rows), len(cols)))
-    row, col, value = _entries(matrix, rows)
+    row, col, value = entries(matrix, rows)
     order = np.argsort(cols)
     sorted_cols = cols[order]
     at = np.minimum(np.searchsorted(sorted_cols, col), len(cols) - 1)
@@ -285,10 +278,10 @@ def cells(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
 
 def row_products(matrix: sp.csr_matrix, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
     """(matrix[rows] @ matrix[others].T) as a dense array, for a handful of rows."""
-    row, col, value = _entries(matrix, others)
+    row, col, value = entries(matrix, others)
     dense = np.zeros((len(others), matrix.shape[1]))
     np.add.at(dense, (row, col), value)
-    row, col, value = _entries(matrix, rows)
+    row, col, value = entries(matrix, rows)
     out = np.zeros((len(rows), len(others)))
     for j in range(len(others)):
         out[:, j] = np.bincount(row, weights=value * dense[j, col], minlength=len(rows))
