@@ -19,18 +19,30 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import N_EVENTS, N_ITEMS, N_USERS, PORT, open_loop, start_server
+from bench_serving import (
+    N_EVENTS,
+    N_ITEMS,
+    N_USERS,
+    PORT,
+    open_loop,
+    parse_wrk,
+    start_server,
+    wrk,
+)
 from common import machine_summary, write_section
 
 HERE = Path(__file__).resolve().parent
@@ -112,23 +124,61 @@ def post_events(shoppers: list[str], items: list[str]) -> None:
             assert answer.status == 200, answer.status
 
 
+def wrk_latency(users_file: Path, seconds: int) -> dict[str, float]:
+    """One connection, closed loop (wrk, C): each request's own latency, no queueing."""
+    env = {"NEXTBUY_USERS_FILE": str(users_file), "NEXTBUY_UNKNOWN_SHARE": "0"}
+    output = wrk("recommend.lua", seconds, 1, env)
+    out = _percentiles(output)
+    out["rps"] = parse_wrk(output)["rps"]
+    return out
+
+
+def trivial_endpoint(args: argparse.Namespace) -> tuple[float, ...]:
+    """p50 of /healthz under wrk (one connection) and under the open-loop client: what the
+    client and the machine add to any request."""
+    command = ["taskset", "-c", "1", "wrk", "-t1", "-c1", "-d5s", "--latency"]
+    output = subprocess.run(
+        [*command, f"http://127.0.0.1:{PORT}/healthz"], capture_output=True, text=True
+    ).stdout
+    closed = _percentiles(output)["p50"]
+    millis, _ = asyncio.run(open_loop(args.rate, 10, ["-"], 0.0, template="/healthz"))
+    return (closed, float(np.percentile(millis, 50)))
+
+
+def _percentiles(output: str) -> dict[str, float]:
+    found = dict(re.findall(r"^\s+(50|90|99)%\s+([\d.]+(?:us|ms|s))\s*$", output, re.M))
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    out = {}
+    for level, text in found.items():
+        number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        out[f"p{level}"] = float(number) * scale[unit]
+    return out
+
+
 def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
+    """Per path: (p50, p90/p95, p99, errors, requests) of each run, closed and open loop."""
     shoppers = (WORK / "shoppers.txt").read_text().split()
     trained = (WORK / "users.txt").read_text().split()
     items = (WORK / "items.txt").read_text().split()
     server = start_server(WORK)
-    out: dict[str, list[tuple[float, ...]]] = {"pipeline": [], "precomputed": []}
+    out: dict[str, list[tuple[float, ...]]] = {}
     try:
         post_events(shoppers, items)
         asyncio.run(open_loop(args.rate, 3, shoppers, unknown_share=0.0))  # warm-up
+        out["floor"] = [trivial_endpoint(args)]
         for _ in range(args.runs):
+            for name, path in (("pipeline", "shoppers.txt"), ("precomputed", "users.txt")):
+                found = wrk_latency(WORK / path, args.seconds)
+                row = (found["p50"], found["p90"], found["p99"], 0.0, found["rps"] * args.seconds)
+                out.setdefault(f"closed {name}", []).append(row)
+                print(f"closed loop, {name}: {found}", flush=True)
             for name, users in (("pipeline", shoppers), ("precomputed", trained)):
                 millis, errors = asyncio.run(
                     open_loop(args.rate, args.seconds, users, unknown_share=0.0)
                 )
-                out[name].append((*np.percentile(millis, [50, 95, 99]), errors, len(millis)))
-                p50, p95, p99 = out[name][-1][:3]
-                print(f"{name}: p50 {p50:.2f} ms, p95 {p95:.2f}, p99 {p99:.2f}, errors {errors}")
+                row = (*np.percentile(millis, [50, 95, 99]), errors, len(millis))
+                out.setdefault(f"open {name}", []).append(row)
+                print(f"open loop, {name}: p50 {row[0]:.2f} ms, p99 {row[2]:.2f}", flush=True)
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=60)
@@ -143,6 +193,7 @@ def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
     from nextbuy.serving.state import ServingState
 
     os.sched_setaffinity(0, {0})
+    threadpool_limits(1)  # as `nextbuy serve` does
     state = ServingState(load_settings(WORK / "nextbuy.toml"))
     state.check_model()
     online = state.current().model.model.online
@@ -203,17 +254,22 @@ def write_report(
     args: argparse.Namespace,
 ) -> None:
     med = statistics.median
-    rows = ["| path | p50 | p95 | p99 | errors | runs |", "|---|---:|---:|---:|---:|---:|"]
     labels = {
         "pipeline": "shopper with an event since training: the pipeline on the request",
         "precomputed": "trained user, nothing new: the list precomputed at training",
     }
-    for name, runs in http.items():
-        rows.append(
-            f"| {labels[name]} | {med(r[0] for r in runs):.2f} ms | "
-            f"{med(r[1] for r in runs):.2f} ms | {med(r[2] for r in runs):.2f} ms | "
-            f"{sum(r[3] for r in runs):.0f} of {sum(r[4] for r in runs):,.0f} | {len(runs)} |"
-        )
+    closed = ["| path | p50 | p90 | p99 | requests | runs |", "|---|---:|---:|---:|---:|---:|"]
+    opened = ["| path | p50 | p95 | p99 | errors | runs |", "|---|---:|---:|---:|---:|---:|"]
+    floor = http.pop("floor")[0]
+    for key, runs in http.items():
+        kind, name = key.split(" ", 1)
+        cells = " | ".join(f"{med(r[i] for r in runs):.2f} ms" for i in range(3))
+        if kind == "closed":
+            total = f"{sum(r[4] for r in runs):,.0f}"
+            closed.append(f"| {labels[name]} | {cells} | {total} | {len(runs)} |")
+        else:
+            errors = f"{sum(r[3] for r in runs):.0f} of {sum(r[4] for r in runs):,.0f}"
+            opened.append(f"| {labels[name]} | {cells} | {errors} | {len(runs)} |")
     stage_rows = ["| stage | median | p99 |", "|---|---:|---:|"]
     for name, p50, p99 in stages:
         unit = "" if name.startswith("candidates") else " ms"
@@ -223,27 +279,38 @@ def write_report(
         [
             f"Synthetic shop: {N_ITEMS:,} items, {N_USERS:,} users, {N_EVENTS:,} events, model "
             f"`hybrid` (`nextbuy train` took {float(trained_in) / 60:.0f} min, validation fit "
-            "included). Configuration, in `nextbuy.toml`:",
+            "and the lists of every trained user included). Configuration, in `nextbuy.toml`:",
             "",
             "```toml",
             CONFIG.split("[training.params.hybrid]\n", 1)[1].strip(),
             "```",
             "",
-            f"Home placement, k=10, default rules, explanations on; {args.rate:.0f} requests/s "
-            f"open loop (latency from the scheduled send time), {args.seconds} s per run; "
-            "server (`nextbuy serve`) pinned to core 0, load generator to core 1. Before "
-            f"measuring, one view event is posted for each of {SHOPPERS:,} shoppers, whose home "
-            "pages then run candidate generation, features and LightGBM on every request. "
-            "Command: `python benchmarks/bench_hybrid_serving.py`.",
+            "Home placement, k=10, default rules, explanations on; server (`nextbuy serve`) "
+            "pinned to core 0, load generator to core 1. Before measuring, one view event is "
+            f"posted for each of {SHOPPERS:,} shoppers, whose home pages then run candidate "
+            "generation, features and LightGBM on every request. Command: "
+            "`python benchmarks/bench_hybrid_serving.py`.",
             "",
             machine_summary(),
             "",
-            *rows,
-            "",
-            "Where a request's time goes (in-process, one core, 1,000 requests of shoppers with "
-            "one new view each; medians and p99 per stage):",
+            "Candidate generation and ranking (`OnlineRanker.score`: the shopper's rows, seven "
+            "generators, merge, features, LightGBM), in-process on one core, 1,000 requests of "
+            "shoppers with one new view each:",
             "",
             *stage_rows,
+            "",
+            f"Over HTTP, one connection, closed loop (wrk, {args.seconds} s per run): each "
+            "request's latency end to end, no queueing:",
+            "",
+            *closed,
+            "",
+            f"Over HTTP, open loop at {args.rate:.0f} requests/s (latency from the scheduled "
+            f"send time, {args.seconds} s per run). On this virtual machine the Python load "
+            "generator and the wake-ups of a lightly loaded server add to every request: "
+            f"/healthz answers in {floor[0]:.2f} ms (p50) under wrk and {floor[1]:.2f} ms "
+            "under this client:",
+            "",
+            *opened,
         ]
     )
     write_section("hybrid-serving", "Serving the hybrid on the benchmark catalogue", body)

@@ -119,8 +119,15 @@ async def _one_request(
     return status
 
 
+HOME = "/v1/users/{user}/recommendations?k=10&placement=home"
+
+
 async def open_loop(
-    rate: float, seconds: float, users: list[str], unknown_share: float = 0.1
+    rate: float,
+    seconds: float,
+    users: list[str],
+    unknown_share: float = 0.1,
+    template: str = HOME,
 ) -> tuple[np.ndarray, int]:
     """Send `rate` requests/s on schedule; latency counts from the scheduled time."""
     connections = [await asyncio.open_connection("127.0.0.1", PORT) for _ in range(32)]
@@ -148,11 +155,7 @@ async def open_loop(
     for n in range(int(rate * seconds)):
         known = rng.random() >= unknown_share
         user = users[rng.integers(len(users))] if known else f"new-{rng.integers(10**6)}"
-        tasks.append(
-            asyncio.create_task(
-                fire(start + n / rate, f"/v1/users/{user}/recommendations?k=10&placement=home")
-            )
-        )
+        tasks.append(asyncio.create_task(fire(start + n / rate, template.format(user=user))))
     await asyncio.gather(*tasks)
     for _, writer in connections:
         writer.close()
