@@ -14,7 +14,9 @@ an erasure) call `flush()` first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+BACKGROUND_NICE = 10
 log = logging.getLogger("nextbuy.serving")
 
 # Beyond this many lists waiting (the store unwritable for a long time) the oldest are
@@ -95,6 +98,7 @@ class ExposureLog:
                 self._conn = None
 
     def _run(self) -> None:
+        background_priority()
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
@@ -147,6 +151,14 @@ class ExposureLog:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def background_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux: nice is per thread), so that a
+    batch of writes yields the core to requests instead of queueing them behind it."""
+    # not Linux, or not permitted: the writer keeps the process's priority
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 def rows(batch: Sequence[Pending]) -> tuple[list[tuple], list[tuple], list[tuple]]:
