@@ -48,6 +48,8 @@ from common import machine_summary, write_section
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "serving-hybrid"
 SHOPPERS = 5_000
+# the store as trained: each run starts from it, not from the exposures earlier runs logged
+PRISTINE = WORK / "pristine.db"
 CONFIG = """data_dir = "data"
 [training]
 model = "hybrid"
@@ -99,6 +101,7 @@ def build_project() -> float | None:
     items = rng.choice(shop.items()["item_id"].to_numpy(), 5_000, replace=False)
     (WORK / "items.txt").write_text("\n".join(items) + "\n")
     (WORK / "train_seconds").write_text(f"{seconds:.1f}")
+    shutil.copyfile(WORK / "data" / "nextbuy.db", PRISTINE)
     (WORK / "ready").write_text("ok")
     return seconds
 
@@ -160,6 +163,9 @@ def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
     shoppers = (WORK / "shoppers.txt").read_text().split()
     trained = (WORK / "users.txt").read_text().split()
     items = (WORK / "items.txt").read_text().split()
+    if not PRISTINE.exists():
+        shutil.copyfile(WORK / "data" / "nextbuy.db", PRISTINE)
+    shutil.copyfile(PRISTINE, WORK / "data" / "nextbuy.db")
     server = start_server(WORK)
     out: dict[str, list[tuple[float, ...]]] = {}
     try:
