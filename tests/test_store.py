@@ -59,9 +59,10 @@ def test_an_import_killed_midway_leaves_the_store_as_before(tmp_path: Path, how:
     )
     wal = store_path.with_name("nextbuy.db-wal")
     deadline = time.monotonic() + 60
-    # Wait until the import has written part of its rows into the write-ahead log.
-    while time.monotonic() < deadline and (not wal.exists() or wal.stat().st_size < 4_000_000):
-        time.sleep(0.05)
+    # Wait until the import has written part of its rows into the write-ahead log. It writes
+    # them in well under a second, so the first megabyte is the cue (polled every 10 ms).
+    while time.monotonic() < deadline and (not wal.exists() or wal.stat().st_size < 1_000_000):
+        time.sleep(0.01)
     assert process.poll() is None, "the import finished before it could be interrupted"
     os.kill(process.pid, how)
     _, stderr = process.communicate(timeout=60)

@@ -52,7 +52,8 @@ def user_errors(func: F) -> F:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted: nothing of the unfinished step was kept")
+            # the signal may land after a step committed (an import's final checkpoint, say)
+            err_console.print("interrupted: a step that had not finished kept nothing")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
