@@ -44,6 +44,10 @@ def count_rows(store_path: Path) -> tuple[int, int]:
         store.close()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
 def test_an_import_killed_midway_leaves_the_store_as_before(tmp_path: Path, how: int) -> None:
     folder = project(tmp_path)
@@ -55,7 +59,12 @@ def test_an_import_killed_midway_leaves_the_store_as_before(tmp_path: Path, how:
     assert count_rows(store_path) == (100, 1)
 
     process = subprocess.Popen(
-        [*command, str(big)], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*command, str(big)],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # a suite started in the background (`cmd &`) ignores SIGINT, and children inherit that
+        preexec_fn=_default_sigint,
     )
     wal = store_path.with_name("nextbuy.db-wal")
     deadline = time.monotonic() + 60
