@@ -38,6 +38,7 @@ from bench_serving import (
     N_ITEMS,
     N_USERS,
     PORT,
+    import_shop,
     open_loop,
     parse_wrk,
     start_server,
@@ -75,20 +76,9 @@ def build_project() -> float | None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     (WORK / "nextbuy.toml").write_text(CONFIG)
-    import pandas as pd
-
-    from nextbuy.config import load_settings
-    from nextbuy.datasets import SyntheticShop
-    from nextbuy.ingest import ImportOptions, import_frame
-    from nextbuy.store import open_store
     from nextbuy.training import train_version
 
-    settings = load_settings(WORK / "nextbuy.toml")
-    shop = SyntheticShop(n_users=N_USERS, n_items=N_ITEMS, n_categories=50, n_brands=200, seed=0)
-    store = open_store(settings.store_path)
-    import_frame(store, settings, shop.items(), "synthetic:items", ImportOptions("items"))
-    events = pd.concat(list(shop.events(N_EVENTS)), ignore_index=True)
-    import_frame(store, settings, events, "synthetic:events", ImportOptions("interactions"))
+    settings, store, shop, events = import_shop(WORK)
     started = time.perf_counter()
     outcome = train_version(settings, store, step=_say)
     seconds = time.perf_counter() - started

@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,20 +48,9 @@ def build_project() -> None:
         'data_dir = "data"\n[training]\nmodel = "als"\n'
         "[training.params.als]\nfactors = 64\niterations = 10\n"
     )
-    import pandas as pd
-
-    from nextbuy.config import load_settings
-    from nextbuy.datasets import SyntheticShop
-    from nextbuy.ingest import ImportOptions, import_frame
-    from nextbuy.store import open_store
     from nextbuy.training import train_version
 
-    settings = load_settings(WORK / "nextbuy.toml")
-    shop = SyntheticShop(n_users=N_USERS, n_items=N_ITEMS, n_categories=50, n_brands=200, seed=0)
-    store = open_store(settings.store_path)
-    import_frame(store, settings, shop.items(), "synthetic:items", ImportOptions("items"))
-    events = pd.concat(list(shop.events(N_EVENTS)), ignore_index=True)
-    import_frame(store, settings, events, "synthetic:events", ImportOptions("interactions"))
+    settings, store, shop, events = import_shop(WORK)
     started = time.perf_counter()
     outcome = train_version(settings, store)
     print(f"trained {outcome.version.name} in {time.perf_counter() - started:.0f} s", flush=True)
@@ -75,6 +65,25 @@ def build_project() -> None:
     items = shop.items()["item_id"].to_numpy()
     (WORK / "items.txt").write_text("\n".join(rng.choice(items, 5_000, replace=False)) + "\n")
     (WORK / "ready").write_text("ok")
+
+
+def import_shop(work: Path) -> tuple[Any, Any, Any, Any]:
+    """The benchmark catalogue (synthetic shop, seed 0) imported into the project at `work`:
+    its settings, open store, shop and events."""
+    import pandas as pd
+
+    from nextbuy.config import load_settings
+    from nextbuy.datasets import SyntheticShop
+    from nextbuy.ingest import ImportOptions, import_frame
+    from nextbuy.store import open_store
+
+    settings = load_settings(work / "nextbuy.toml")
+    shop = SyntheticShop(n_users=N_USERS, n_items=N_ITEMS, n_categories=50, n_brands=200, seed=0)
+    store = open_store(settings.store_path)
+    import_frame(store, settings, shop.items(), "synthetic:items", ImportOptions("items"))
+    events = pd.concat(list(shop.events(N_EVENTS)), ignore_index=True)
+    import_frame(store, settings, events, "synthetic:events", ImportOptions("interactions"))
+    return settings, store, shop, events
 
 
 def start_server(work: Path = WORK) -> subprocess.Popen[bytes]:
