@@ -39,6 +39,7 @@ from bench_serving import (
     N_USERS,
     PORT,
     import_shop,
+    keep_trained_store,
     open_loop,
     parse_wrk,
     start_server,
@@ -49,8 +50,6 @@ from common import machine_summary, write_section
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "serving-hybrid"
 SHOPPERS = 5_000
-# the store as trained: each run starts from it, not from the exposures earlier runs logged
-PRISTINE = WORK / "pristine.db"
 CONFIG = """data_dir = "data"
 [training]
 model = "hybrid"
@@ -91,7 +90,7 @@ def build_project() -> float | None:
     items = rng.choice(shop.items()["item_id"].to_numpy(), 5_000, replace=False)
     (WORK / "items.txt").write_text("\n".join(items) + "\n")
     (WORK / "train_seconds").write_text(f"{seconds:.1f}")
-    shutil.copyfile(WORK / "data" / "nextbuy.db", PRISTINE)
+    keep_trained_store(WORK)
     (WORK / "ready").write_text("ok")
     return seconds
 
@@ -153,9 +152,7 @@ def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
     shoppers = (WORK / "shoppers.txt").read_text().split()
     trained = (WORK / "users.txt").read_text().split()
     items = (WORK / "items.txt").read_text().split()
-    if not PRISTINE.exists():
-        shutil.copyfile(WORK / "data" / "nextbuy.db", PRISTINE)
-    shutil.copyfile(PRISTINE, WORK / "data" / "nextbuy.db")
+    keep_trained_store(WORK)
     server = start_server(WORK)
     out: dict[str, list[tuple[float, ...]]] = {}
     try:

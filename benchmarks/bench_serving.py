@@ -86,6 +86,15 @@ def import_shop(work: Path) -> tuple[Any, Any, Any, Any]:
     return settings, store, shop, events
 
 
+def keep_trained_store(work: Path) -> None:
+    """Snapshot the store as trained (once) and start from it: exposures and events logged
+    by earlier runs would otherwise grow its tables and slow every later run."""
+    store, pristine = work / "data" / "nextbuy.db", work / "pristine.db"
+    if not pristine.exists():
+        shutil.copyfile(store, pristine)
+    shutil.copyfile(pristine, store)
+
+
 def start_server(work: Path = WORK) -> subprocess.Popen[bytes]:
     command = [
         "taskset",
@@ -223,6 +232,7 @@ def main() -> None:
         "NEXTBUY_BATCH": "20",
     }
     event_env = {**env, "NEXTBUY_USERS_FILE": str(WORK / "event_users.txt")}
+    keep_trained_store(WORK)
     server = start_server()
     try:
         fixed, closed, ingest, recent = [], [], [], []
