@@ -27,7 +27,7 @@ from nextbuy.models.blend import OwnHistory
 from nextbuy.models.content_model import ContentModel
 from nextbuy.models.ease import EASE
 from nextbuy.models.itemknn import ItemKNN
-from nextbuy.models.mf import ALSModel
+from nextbuy.models.mf import ALSModel, implicit_fold_in, implicit_gram
 from nextbuy.models.popularity import CategoryBestsellers, _Ranked
 
 CATEGORY_SLACK = 8
@@ -151,7 +151,7 @@ class RequestTops:
         kept = model.kept
         if not rows.nnz or not len(kept):
             return best(np.zeros(0, np.int64), np.zeros(0, np.float32), n)
-        position = self._cached(model, lambda: _positions(kept, self.n_items))
+        position = self._cached(model, model.positions)
         assert isinstance(position, np.ndarray)
         at = position[rows.indices]
         inside = at >= 0
@@ -228,8 +228,7 @@ class _ALSPrepared:
         # the highest bias among items from position i on
         self.bias_left = np.maximum.accumulate(self.bias[::-1].astype(np.float64))[::-1]
         self.trained = model.trained[self.order]
-        wide = emb.astype(np.float64)
-        self.gram = wide.T @ wide + model.regularization * np.eye(emb.shape[1])
+        self.gram = implicit_gram(emb, model.regularization)
 
     def scores(
         self, user: np.ndarray, start: int, stop: int, blocked: np.ndarray
@@ -241,14 +240,8 @@ class _ALSPrepared:
         return items, part.astype(np.float32, copy=False)
 
     def fold_in(self, model: ALSModel, rows: sp.csr_matrix) -> np.ndarray:
-        """implicit's least-squares fold-in of one history row (confidence α × weight)."""
-        emb = model._embeddings()
-        cols, vals = rows.indices, rows.data.astype(np.float64)
-        confidence = (model.alpha * vals).astype(np.float32)
-        factors = emb[cols]
-        a = self.gram + (factors.T * (np.abs(confidence) - 1.0)) @ factors
-        b = np.maximum(confidence, 0.0) @ factors
-        return np.linalg.solve(a, b.astype(np.float64)).astype(np.float32)
+        vals = rows.data.astype(np.float64)
+        return implicit_fold_in(model._embeddings(), self.gram, rows.indices, vals, model.alpha)
 
 
 class _CategoryPrepared:
@@ -288,9 +281,3 @@ def _union(n_items: int, *parts: np.ndarray) -> np.ndarray:
     for part in parts:
         mask[part] = True
     return np.flatnonzero(mask)
-
-
-def _positions(kept: np.ndarray, n_items: int) -> np.ndarray:
-    position = np.full(n_items, -1, np.int64)
-    position[kept] = np.arange(len(kept))
-    return position

@@ -61,9 +61,14 @@ class EASE(Recommender):
         scores[:, self.kept] = histories[:, self.kept] @ self.weights
         return mask_empty(scores, histories)
 
-    def _similar(self, items: np.ndarray) -> np.ndarray:
+    def positions(self) -> np.ndarray:
+        """Row of B for each model item, -1 for items EASE pruned."""
         position = np.full(self.n_items, -1, np.int64)
         position[self.kept] = np.arange(len(self.kept))
+        return position
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        position = self.positions()
         scores = np.full((len(items), self.n_items), -np.inf, np.float32)
         known = position[items] >= 0
         block = scores[known]

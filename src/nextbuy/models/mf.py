@@ -45,6 +45,24 @@ def resolve_gpu(use_gpu: UseGpu) -> bool:
     return bool(use_gpu)
 
 
+def implicit_gram(factors: np.ndarray, regularization: float) -> np.ndarray:
+    """YᵀY + λI in float64: the part of implicit's least-squares fold-in all users share."""
+    wide = factors.astype(np.float64)
+    return wide.T @ wide + regularization * np.eye(factors.shape[1])
+
+
+def implicit_fold_in(
+    factors: np.ndarray, gram: np.ndarray, cols: np.ndarray, vals: np.ndarray, alpha: float
+) -> np.ndarray:
+    """implicit's least squares for one history: A = YᵀY + λI + Σ (c−1) y yᵀ,
+    b = Σ_{c>0} c y, c = α·r (`gram` from `implicit_gram`)."""
+    confidence = (alpha * vals).astype(np.float32)
+    rows = factors[cols]
+    a = gram + (rows.T * (np.abs(confidence) - 1.0)) @ rows
+    b = np.maximum(confidence, 0.0) @ rows
+    return np.linalg.solve(a, b.astype(np.float64)).astype(np.float32)
+
+
 class _FactorModel(Recommender):
     """Scores = folded-in user vectors · item vectors (+ item bias); untrained items -inf."""
 

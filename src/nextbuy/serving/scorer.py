@@ -22,9 +22,9 @@ import scipy.sparse as sp
 from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
 from nextbuy.models.blend import normalise_rows
 from nextbuy.models.hybrid_model import HybridModel
-from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel
+from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel, implicit_fold_in, implicit_gram
 from nextbuy.serving.hybrid_scoring import pool_scores
-from nextbuy.serving.scoring import best_of, ease_positions, history_row, unit_factors
+from nextbuy.serving.scoring import best_of, history_row, unit_factors
 
 
 def summed(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,26 +148,21 @@ class Scorer:
         else:
             assert isinstance(model, ALSModel)
             reg, alpha = model.regularization, model.alpha
-        # implicit's least squares: A = YᵀY + λI + Σ (c−1) y yᵀ, b = Σ_{c>0} c y, c = α·r
-        confidence = (alpha * vals).astype(np.float32)
-        factors = emb[cols]
-        a = self._gram(reg) + (factors.T * (np.abs(confidence) - 1.0)) @ factors
-        b = np.maximum(confidence, 0.0) @ factors
-        return np.linalg.solve(a, b.astype(np.float64)).astype(np.float32)
+        return implicit_fold_in(emb, self._gram(reg), cols, vals, alpha)
 
     def _gram(self, regularization: float) -> np.ndarray:
         grams = self.__dict__.setdefault("_grams", {})
         found = grams.get(regularization)
         if found is None:
-            emb = self.model._embeddings().astype(np.float64)  # type: ignore[attr-defined]
-            found = emb.T @ emb + regularization * np.eye(emb.shape[1])
+            emb = self.model._embeddings()  # type: ignore[attr-defined]
+            found = implicit_gram(emb, regularization)
             grams[regularization] = found
         return found
 
     @cached_property
     def _ease_position(self) -> np.ndarray:
         assert isinstance(self.model, EASE)
-        return ease_positions(self.model)
+        return self.model.positions()
 
     # -- neighbours ---------------------------------------------------------------------------
     def similar(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:

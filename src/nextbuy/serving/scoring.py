@@ -98,7 +98,7 @@ def contributions(
                 return found
         return None
     if isinstance(model, EASE):
-        position = ease_position if ease_position is not None else ease_positions(model)
+        position = ease_position if ease_position is not None else model.positions()
         rows, cols = position[hist], position[targets]
         if (rows >= 0).all() and (cols >= 0).all():  # the usual case: no pruned items
             return (model.weights[rows[:, None], cols[None, :]].T * weights).astype(np.float32)
@@ -117,10 +117,3 @@ def contributions(
         unit = unit_factors(model)
         return unit[targets] @ unit[hist].T
     return None
-
-
-def ease_positions(model: EASE) -> np.ndarray:
-    """Row of B for each model item, -1 for items EASE pruned."""
-    position = np.full(model.n_items, -1, np.int64)
-    position[model.kept] = np.arange(len(model.kept))
-    return position

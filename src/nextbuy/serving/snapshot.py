@@ -43,7 +43,7 @@ from nextbuy.registry import Version
 from nextbuy.serving.hybrid_scoring import serving_lists
 from nextbuy.serving.reads import read_only, sqlite_path
 from nextbuy.serving.scorer import Scorer
-from nextbuy.serving.scoring import contributions, ease_positions
+from nextbuy.serving.scoring import contributions
 from nextbuy.store.base import Store
 
 log = logging.getLogger("nextbuy.serving")
@@ -176,7 +176,7 @@ class ServingModel:
 
     @cached_property
     def _ease_position(self) -> np.ndarray | None:
-        return ease_positions(self.model) if isinstance(self.model, EASE) else None
+        return self.model.positions() if isinstance(self.model, EASE) else None
 
     def precomputed(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         row = self.data.user_index.get(user_id)
