@@ -62,7 +62,10 @@ class ProtocolOutcome:
 def purchases() -> pd.DataFrame:
     data = load_online_retail()
     frame = data.interactions
-    return frame[frame["event_type"] == "purchase"].reset_index(drop=True)
+    frame = frame[frame["event_type"] == "purchase"].reset_index(drop=True)
+    # no invoice number in the export: a customer's lines of one moment are one order (fbt)
+    frame["session_id"] = frame["user_id"].astype(str) + "@" + frame["timestamp"].astype(str)
+    return frame
 
 
 def once_per_pair(frame: pd.DataFrame) -> pd.DataFrame:
@@ -94,6 +97,8 @@ def tune_singles(split: Split, trials: int) -> dict[str, TuningResult]:
         "als": tune("als", split, n_trials=trials, fixed_params=CPU, **common),
         "itemknn": tune("itemknn", split, n_trials=trials, **common),
         "trending": tune("trending", split, n_trials=trials, **common),
+        "bpr": tune("bpr", split, n_trials=trials, fixed_params=CPU, **common),
+        "fbt": tune("fbt", split, n_trials=trials, **common),
     }
 
 
