@@ -230,6 +230,50 @@ def test_ease_refuses_too_many_items_unless_pruning(shop: Shop) -> None:
     assert np.isin(top.items[top.items >= 0], model.kept).all()
 
 
+def _two_genre_shop() -> tuple[InteractionMatrix, pd.DataFrame]:
+    """Genre A fans take A items, genre B fans B items; `a_rare` (genre A, both lists) was
+    bought once, by a B fan: from purchases alone it looks like a B item."""
+    rows = [(f"fa{u}", f"a{i}") for u in range(30) for i in range(8) if (u + i) % 3]
+    rows += [(f"fb{u}", f"b{i}") for u in range(30) for i in range(8) if (u + i) % 3]
+    rows += [("fb0", "a_rare")]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    frame["event_type"] = "purchase"
+    frame["timestamp"] = START
+    ids = [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(8)] + ["a_rare"]
+    genres = ["A"] * 8 + ["B"] * 8 + ["A"]
+    items = pd.DataFrame(
+        {
+            "item_id": ids,
+            "category": genres,
+            "attributes": [
+                {"genres": [g, "film"], "id": i} for g, i in zip(genres, ids, strict=True)
+            ],
+        }
+    )
+    return from_frame(frame), items
+
+
+def test_ease_side_information_lends_an_item_its_genre() -> None:
+    data, items = _two_genre_shop()
+    rare = list(data.item_ids).index("a_rare")
+    fan = list(data.user_ids).index("fa1")
+    history = data.matrix[[fan]]
+    plain = EASE(reg=10.0).fit(data, items).score(history)[0]
+    side = EASE(reg=10.0, side_weight=2.0).fit(data, items).score(history)[0]
+    b_items = [list(data.item_ids).index(f"b{i}") for i in range(8)]
+    # purchases alone tie the rare item to the B fan's items; its genre moves it to A's side
+    assert plain[rare] <= plain[b_items].max()
+    assert side[rare] > plain[rare]
+    assert side[rare] > side[b_items].max()
+    # a value only one item holds (its own id) is left out: it would only regularise that item
+    from nextbuy.models.ease import item_attributes
+
+    values = item_attributes(items, np.asarray(data.item_ids, dtype=object))
+    assert values.shape[1] == 5  # cat=A, cat=B, genres=A, genres=B, genres=film
+    with pytest.raises(DataError, match="side_weight"):
+        EASE(side_weight=1.0).fit(data)
+
+
 def baskets_with_a_best_seller() -> InteractionMatrix:
     """Tent + pegs go together; water is in nearly every basket, with or without the tent."""
     rows: list[tuple[str, str]] = []

@@ -5,6 +5,14 @@ B = I - P / diag(P) with P = (XᵀX + λI)⁻¹ and diag(B) = 0; a user's scores
 inverse takes O(n_items³) time. Above `max_items` the model refuses to fit unless
 `prune_items` is set; it then keeps the `max_items` items with the most users and scores
 the others -inf.
+
+`side_weight` γ > 0 lets the catalogue in ("collective" EASE): each attribute value shared by
+at least two items (every level of the category path, the brand, the values of list
+attributes such as genres or tags, scalar attributes such as a release date) acts as a
+pseudo-user who took every item carrying it, adding γ²·AAᵀ to XᵀX. Items that share
+attributes then borrow strength from one another, which helps the rarely bought ones. On
+MovieLens 100k (genres and release dates), tuned on validation, NDCG@10 went from 0.480 to
+0.485 on the per-user split (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
-from nextbuy.errors import ConfigError
+from nextbuy.errors import ConfigError, DataError
 from nextbuy.matrix import InteractionMatrix
 from nextbuy.models.base import ModelFitError, Recommender, mask_empty
+from nextbuy.schema import category_levels
 
 BLOCK = 1024  # columns of XᵀX filled per sparse product, rows copied per step
 
@@ -26,13 +35,20 @@ class EASE(Recommender):
 
     name = "ease"
 
-    def __init__(self, reg: float = 500.0, max_items: int = 20_000, prune_items: bool = False):
+    def __init__(
+        self,
+        reg: float = 500.0,
+        max_items: int = 20_000,
+        prune_items: bool = False,
+        side_weight: float = 0.0,
+    ):
         super().__init__()
-        if reg <= 0 or max_items < 1:
-            raise ConfigError("ease needs reg > 0 and max_items >= 1")
+        if reg <= 0 or max_items < 1 or side_weight < 0:
+            raise ConfigError("ease needs reg > 0, max_items >= 1 and side_weight >= 0")
         self.reg = reg
         self.max_items = max_items
         self.prune_items = prune_items
+        self.side_weight = side_weight
         self.kept = np.zeros(0, np.int64)  # model item index of each row/column of B
         self.weights = np.zeros((0, 0), np.float32)  # B over the kept items
 
@@ -50,7 +66,13 @@ class EASE(Recommender):
             by_popularity = np.argsort(-users_per_item[trained], kind="stable")
             trained = np.sort(trained[by_popularity[: self.max_items]])
         self.kept = trained.astype(np.int64)
-        self.weights = _ease_weights(sp.csc_matrix(data.matrix[:, self.kept]), self.reg)
+        side = None
+        if self.side_weight > 0:
+            if items is None:
+                raise DataError("ease with side_weight > 0 needs the items table (category, ...)")
+            kept_ids = np.asarray(data.item_ids, dtype=object)[self.kept]
+            side = self.side_weight * item_attributes(items, kept_ids)
+        self.weights = _ease_weights(sp.csc_matrix(data.matrix[:, self.kept]), self.reg, side)
 
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
         # sorted: the sums add in one order whichever way the rows were built
@@ -84,14 +106,52 @@ class EASE(Recommender):
         self.weights = state["weights"]
 
 
-def _ease_weights(x: sp.csc_matrix, reg: float) -> np.ndarray:
-    """B for the columns of x, computed in place in one n × n float32 array."""
+def item_attributes(items: pd.DataFrame, item_ids: np.ndarray) -> sp.csr_matrix:
+    """(items × attribute values) 0/1, rows in `item_ids` order; values held by one item only
+    are left out (a pseudo-user of one item would only add to that item's regularisation)."""
+    table = items.assign(item_id=items["item_id"].astype(str))
+    table = table.drop_duplicates("item_id", keep="last").set_index("item_id")
+    table = table.reindex([str(i) for i in item_ids])
+    rows, values = [], []
+    for row, (_, item) in enumerate(table.iterrows()):
+        for value in _values(item):
+            rows.append(row)
+            values.append(value)
+    codes, vocabulary = pd.factorize(pd.Series(values, dtype=object))
+    matrix = sp.csr_matrix(
+        (np.ones(len(codes), np.float32), (np.asarray(rows, np.int64), codes)),
+        shape=(len(item_ids), len(vocabulary)),
+    )
+    matrix.data[:] = 1.0  # a value listed twice for one item counts once
+    shared = np.flatnonzero(np.asarray((matrix > 0).sum(axis=0)).ravel() >= 2)
+    return sp.csr_matrix(matrix[:, shared])
+
+
+def _values(item: pd.Series) -> list[str]:
+    category = item.get("category")
+    out = [f"cat={c}" for c in category_levels(category if isinstance(category, str) else None)]
+    brand = item.get("brand")
+    if isinstance(brand, str) and brand.strip():
+        out.append(f"brand={brand.strip()}")
+    attributes = item.get("attributes")
+    if isinstance(attributes, dict):
+        for key, value in attributes.items():
+            listed = value if isinstance(value, list | tuple) else [value]
+            out += [f"{key}={v}" for v in listed if isinstance(v, str | bool | int)]
+    return out
+
+
+def _ease_weights(x: sp.csc_matrix, reg: float, side: sp.csr_matrix | None = None) -> np.ndarray:
+    """B for the columns of x, computed in place in one n × n float32 array; `side` (the
+    columns' attribute values, already weighted) adds side·sideᵀ to the Gram matrix."""
     n = x.shape[1]
     gram = np.empty((n, n), np.float32)
     xt = sp.csr_matrix(x.T)
     for start in range(0, n, BLOCK):
         stop = min(start + BLOCK, n)
         gram[:, start:stop] = (xt @ x[:, start:stop]).toarray()
+        if side is not None:
+            gram[:, start:stop] += (side @ side[start:stop].T).toarray()
     gram[np.diag_indices(n)] += reg
     # potrf/potri invert through a Cholesky factor in place; the transpose is the Fortran
     # view LAPACK wants and, the matrix being symmetric, the same matrix.
