@@ -13,7 +13,7 @@ pseudo-user who took every item carrying it, adding γ²·AAᵀ to XᵀX. Items 
 attributes then borrow strength from one another, which helps the rarely bought ones. On
 MovieLens 100k (genres and release dates), tuned on validation, NDCG@10 went from 0.480 to
 0.485 on the per-user split; on the per-item split validation chose λ=1590, γ=2.6, which
-transferred badly (0.481 to 0.476). Tune λ and γ together (BENCHMARKS.md).
+transferred badly (0.481 to 0.476; BENCHMARKS.md).
 """
 
 from __future__ import annotations
