@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
+from nextbuy.content import catalog_frame
 from nextbuy.errors import ConfigError, DataError
 from nextbuy.matrix import InteractionMatrix
 from nextbuy.models.base import ModelFitError, Recommender, mask_empty
@@ -110,12 +111,11 @@ class EASE(Recommender):
 def item_attributes(items: pd.DataFrame, item_ids: np.ndarray) -> sp.csr_matrix:
     """(items × attribute values) 0/1, rows in `item_ids` order; values held by one item only
     are left out (a pseudo-user of one item would only add to that item's regularisation)."""
-    table = items.assign(item_id=items["item_id"].astype(str))
-    table = table.drop_duplicates("item_id", keep="last").set_index("item_id")
-    table = table.reindex([str(i) for i in item_ids])
+    table = catalog_frame(items).set_index("item_id").reindex([str(i) for i in item_ids])
     rows, values = [], []
-    for row, (_, item) in enumerate(table.iterrows()):
-        for value in _values(item):
+    columns = (table["category"], table["brand"], table["attributes"])
+    for row, described in enumerate(zip(*columns, strict=True)):
+        for value in _values(*described):
             rows.append(row)
             values.append(value)
     codes, vocabulary = pd.factorize(pd.Series(values, dtype=object))
@@ -128,13 +128,10 @@ def item_attributes(items: pd.DataFrame, item_ids: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(matrix[:, shared])
 
 
-def _values(item: pd.Series) -> list[str]:
-    category = item.get("category")
+def _values(category: object, brand: object, attributes: object) -> list[str]:
     out = [f"cat={c}" for c in category_levels(category if isinstance(category, str) else None)]
-    brand = item.get("brand")
     if isinstance(brand, str) and brand.strip():
         out.append(f"brand={brand.strip()}")
-    attributes = item.get("attributes")
     if isinstance(attributes, dict):
         for key, value in attributes.items():
             listed = value if isinstance(value, list | tuple) else [value]
