@@ -31,6 +31,7 @@ from nextbuy.models import (
     TrendingModel,
     create_model,
 )
+from nextbuy.models.ease import item_attributes
 
 N_USERS, N_ITEMS, N_CLUSTERS, PER_USER = 300, 200, 5, 12
 PER_CLUSTER = N_ITEMS // N_CLUSTERS
@@ -266,8 +267,6 @@ def test_ease_side_information_lends_an_item_its_genre() -> None:
     assert side[rare] > plain[rare]
     assert side[rare] > side[b_items].max()
     # a value only one item holds (its own id) is left out: it would only regularise that item
-    from nextbuy.models.ease import item_attributes
-
     values = item_attributes(items, np.asarray(data.item_ids, dtype=object))
     assert values.shape[1] == 5  # cat=A, cat=B, genres=A, genres=B, genres=film
     with pytest.raises(DataError, match="side_weight"):

@@ -124,7 +124,7 @@ def item_attributes(items: pd.DataFrame, item_ids: np.ndarray) -> sp.csr_matrix:
         shape=(len(item_ids), len(vocabulary)),
     )
     matrix.data[:] = 1.0  # a value listed twice for one item counts once
-    shared = np.flatnonzero(np.asarray((matrix > 0).sum(axis=0)).ravel() >= 2)
+    shared = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() >= 2)
     return sp.csr_matrix(matrix[:, shared])
 
 
