@@ -115,3 +115,43 @@ def test_a_new_item_like_what_the_shopper_views_joins_as_a_content_candidate(
     names = online.feature_order
     assert scored.features[row, names.index("item_users")] == 0.0
     assert scored.features[row, names.index("category_share")] > 0
+
+
+def test_candidates_generated_ahead_rank_as_the_request_would_have_generated_them(
+    fitted: tuple,
+) -> None:
+    hybrid, events, cutoff = fitted
+    online = OnlineRanker(hybrid)
+    user, extra, now = cases(events, cutoff)[1]
+    fresh, now_ns = fresh_of(extra), int(now.value)
+    inline = OnlineRanker(hybrid).score(user, fresh, now_ns)
+    online.prepare(user, user, fresh, now_ns)
+    ahead = online.score(user, fresh, now_ns, cache_as=user)
+    assert ahead.generated_before and not inline.generated_before
+    assert np.array_equal(ahead.candidates.items, inline.candidates.items)
+    np.testing.assert_array_equal(ahead.features, inline.features)
+    np.testing.assert_array_equal(ahead.order, inline.order)
+    # one more event: the generated set no longer matches what the request reads
+    later = [*fresh, FreshEvent(str(events["item_id"].iloc[0]), "purchase", now_ns - 1)]
+    again = online.score(user, later, now_ns, cache_as=user)
+    assert not again.generated_before
+    expected = OnlineRanker(hybrid).score(user, later, now_ns)
+    assert np.array_equal(again.candidates.items, expected.candidates.items)
+    # the request kept what it generated; erasing the shopper drops it
+    assert online.score(user, later, now_ns, cache_as=user).generated_before
+    assert online.generated.forget(user) and len(online.generated) == 0
+    assert not online.score(user, fresh, now_ns).generated_before  # no name: never cached
+
+
+def test_the_candidate_cache_drops_the_least_recently_used_shopper(fitted: tuple) -> None:
+    hybrid, events, cutoff = fitted
+    online = OnlineRanker(hybrid)
+    online.generated.max_entries = 2
+    past = events.loc[events["timestamp"] < cutoff, "user_id"].value_counts().index[:3]
+    now_ns = int(cutoff.value)
+    for user in past:
+        online.prepare(str(user), str(user), [], now_ns)
+    assert len(online.generated) == 2
+    first, _second, third = (str(u) for u in past)
+    assert not online.score(first, [], now_ns, cache_as=first).generated_before
+    assert online.score(third, [], now_ns, cache_as=third).generated_before

@@ -4,7 +4,9 @@ request after new events), and new items found through their content at once."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +171,33 @@ def test_a_new_item_is_found_through_its_content_at_once(
     api.post("/v1/events", json={"session_id": "hyb-2", "item_id": old, "event_type": "view"})
     session = recommend(api, "/v1/sessions/hyb-2/recommendations", k=50)
     assert "NEW-LOOKALIKE" in ids(session)
+
+
+def candidate_sets(api: httpx.Client) -> dict[str, float]:
+    text = api.get("/metrics").text
+    found = re.findall(r'^nextbuy_candidate_sets_total\{outcome="(\w+)"\} ([\d.e+]+)$', text, re.M)
+    return {outcome: float(value) for outcome, value in found}
+
+
+def test_an_event_has_the_shoppers_candidates_generated_before_their_next_request(
+    api: httpx.Client, project: tuple[Path, Settings]
+) -> None:
+    user = buyers(project[1], 8)[7]
+    before = recommend(api, f"/v1/users/{user}/recommendations", k=10)
+    viewed = ids(before)[3]
+    counts = candidate_sets(api)
+    sent = api.post("/v1/events", json={"user_id": user, "item_id": viewed, "event_type": "view"})
+    assert sent.status_code == 200
+    deadline = time.monotonic() + 20
+    while candidate_sets(api).get("generated_ahead", 0) <= counts.get("generated_ahead", 0):
+        assert time.monotonic() < deadline, "no candidates generated after the event"
+        time.sleep(0.05)
+    ranked = candidate_sets(api).get("ranked_ahead", 0)
+    after = recommend(api, f"/v1/users/{user}/recommendations", k=10)
+    assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
+    assert len(ids(after)) == 10 and ids(after) != ids(before)
+    # erased: nothing of theirs is served or kept, the generated candidates included
+    assert api.delete(f"/v1/users/{user}").status_code == 204
+    erased = recommend(api, f"/v1/users/{user}/recommendations", k=10)
+    assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
+    assert erased["items"] and not set(ids(erased)) & {viewed}

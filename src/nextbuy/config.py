@@ -107,6 +107,12 @@ class ServingConfig(Section):
         default=200, ge=10, le=5_000, description="Candidates per request ranked before rules."
     )
     events_batch_max: int = Field(default=1_000, ge=1)
+    candidate_cache: int = Field(
+        default=10_000,
+        ge=0,
+        description="Shoppers whose hybrid candidates are generated when their event arrives "
+        "and kept for their next request (least recently active dropped first; 0: off).",
+    )
     model_poll_seconds: float = Field(default=2.0, gt=0)
     new_arrival_days: float = Field(
         default=14.0, gt=0, description="Items created this recently count as new arrivals."

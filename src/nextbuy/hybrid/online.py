@@ -15,13 +15,14 @@ the list the offline pipeline would give.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.hybrid.candidate_cache import CandidateCache, GenerationKey
 from nextbuy.hybrid.candidates import (
     MISSING_RANK,
     CandidateRequest,
@@ -85,6 +86,7 @@ class OnlineScored:
     raw: np.ndarray
     order: np.ndarray  # what the list is sorted by (exposure penalty, cold-start fallback)
     request: CandidateRequest
+    generated_before: bool = False  # candidates came from `OnlineRanker.prepare`
 
 
 class _UserEvents:
@@ -142,6 +144,7 @@ class OnlineRanker:
         self.category_users = pd.Series(users).groupby(builder.category).sum().to_dict()
         self.exposure = hybrid.exposure
         self.tops = RequestTops(self.n_items, self._scores)
+        self.generated = CandidateCache()
         self._index_events(builder.events)
 
     # -- load-time tables ------------------------------------------------------------------------
@@ -252,13 +255,20 @@ class OnlineRanker:
         weights = (1.0 / (1.0 + position[ok])).astype(np.float32)
         return _row(cols[ok], weights, self.n_items)
 
-    def candidates(self, requests: dict[object, CandidateRequest]) -> CandidateSet:
+    def candidates(
+        self,
+        requests: dict[object, CandidateRequest],
+        between: Callable[[], None] | None = None,
+    ) -> CandidateSet:
         """`candidates.generate` for one row without its batch machinery: each generator's
         top n after its exclusions (`RequestTops`, no catalogue-wide row where the model
-        allows), then the same `merge`."""
+        allows), then the same `merge`. `between` runs after each generator (a background
+        caller yields the interpreter there)."""
         tops = {}
         blocked: dict[object, np.ndarray | None] = {}
         for generator in self.stage.generators:
+            if between is not None:
+                between()
             key = generator.half_life_days
             request = requests[key]
             if key not in blocked:
@@ -268,6 +278,54 @@ class OnlineRanker:
                 generator.model, generator._rows(request), generator.n, blocked[key]
             )
         return merge(tops, 1, self.n_items)
+
+    def generation_key(self, user_id: str | None, events: _UserEvents) -> GenerationKey:
+        """What candidate generation reads of a shopper: the trained row (by user) and the
+        fresh events' item keys, times and weights; equal keys, equal candidate sets."""
+        row = None if user_id is None else self.user_row.get(str(user_id))
+        trained = 0 if row is None else int(self.indptr[row + 1] - self.indptr[row])
+        return (
+            -1 if row is None else row,
+            events.key[trained:].tobytes(),
+            events.stamp[trained:].tobytes(),
+            events.weight[trained:].tobytes(),
+        )
+
+    def prepare(
+        self,
+        who: str,
+        user_id: str | None,
+        fresh: Sequence[FreshEvent],
+        now_ns: int,
+        between: Callable[[], None] | None = None,
+    ) -> None:
+        """Generate this shopper's candidates now and keep them for their next request."""
+        now = max(int(now_ns), self.cutoff_ns)
+        events = self.user_events(user_id, fresh, now)
+        requests = self.request(user_id, events)
+        cands = self.candidates(requests, between)
+        self.generated.put(who, self.generation_key(user_id, events), (requests, cands))
+
+    def _generated(
+        self,
+        who: str | None,
+        user_id: str | None,
+        events: _UserEvents,
+        extra_history: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[dict[object, CandidateRequest], CandidateSet, bool]:
+        """The shopper's rows and candidates, from the cache when its key matches this
+        request's; (rows, candidates, found in the cache)."""
+        key = None
+        if who is not None and extra_history is None:
+            key = self.generation_key(user_id, events)
+            found = self.generated.get(who, key)
+            if found is not None:
+                return found[0], found[1], True
+        requests = self.request(user_id, events, extra_history)
+        cands = self.candidates(requests)
+        if who is not None and key is not None:
+            self.generated.put(who, key, (requests, cands))
+        return requests, cands, False
 
     def _scores(self, model: Recommender, rows: sp.csr_matrix) -> np.ndarray:
         """Dense scores of a model `RequestTops` has no shortcut for."""
@@ -466,18 +524,20 @@ class OnlineRanker:
         pool: np.ndarray | None = None,
         extra_history: tuple[np.ndarray, np.ndarray] | None = None,
         new: NewItems | None = None,
+        cache_as: str | None = None,
     ) -> OnlineScored:
         """Candidates of one shopper with ranker and ordering scores.
 
         `pool` (stage item indices) joins the generators' candidates, as rows no generator
         proposed; `new` items join as candidate n_items + j, proposed by the content generator
         where their content is as close to the shopper's as its own proposals. `now_ns`
-        defaults to the cutoff and is never before it.
+        defaults to the cutoff and is never before it. `cache_as` names the shopper whose
+        candidates `prepare` may have generated already (`generated`, used when its key is
+        this request's); the request generates them otherwise, and keeps them.
         """
         now = self.cutoff_ns if now_ns is None else max(int(now_ns), self.cutoff_ns)
         events = self.user_events(user_id, fresh, now)
-        requests = self.request(user_id, events, extra_history)
-        cands = self.candidates(requests)
+        requests, cands, hit = self._generated(cache_as, user_id, events, extra_history)
         if pool is not None and len(pool):
             cands = _with_pool(cands, np.asarray(pool, np.int64))
         if new is not None and len(new):
@@ -490,7 +550,7 @@ class OnlineRanker:
             else np.zeros(0, np.float64)
         )
         order = self._ordering(cands, raw, requests[_default_key(requests)])
-        return OnlineScored(cands, x, raw, order, requests[_default_key(requests)])
+        return OnlineScored(cands, x, raw, order, requests[_default_key(requests)], hit)
 
     def _with_new(
         self, cands: CandidateSet, requests: dict[object, CandidateRequest], new: NewItems

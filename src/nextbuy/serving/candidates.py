@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
 from nextbuy.serving.scoring import best_of
 from nextbuy.serving.shopper import Shopper
+
+if TYPE_CHECKING:
+    from nextbuy.serving.metrics import Metrics
 
 # Width of each origin's score band, from the top (1.0) down.
 BAND = {"complement": 0.1, "personal": 0.4, "cart": 0.4, "similar": 0.5}
@@ -62,7 +66,9 @@ class Merged:
     barred: np.ndarray | None = None  # per catalogue item: unavailable or excluded
 
 
-def personal(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segment | None:
+def personal(
+    live: Live, shopper: Shopper, n: int, exclude_seen: bool, metrics: Metrics | None = None
+) -> Segment | None:
     """The model's top n: precomputed when nothing happened since training, else rescored."""
     if not shopper.personal or not shopper.has_history:
         return None
@@ -72,7 +78,7 @@ def personal(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segmen
         if found is not None and not shopper.recent:
             return Segment(found[0][:n], found[1][:n], "personal")
     if hybrid_of(live.model.model) is not None:  # the pipeline proposes its own candidates
-        return personal_segment(live, shopper, n, exclude_seen)
+        return personal_segment(live, shopper, n, exclude_seen, metrics)
     pool = candidate_pool(live, shopper, None if found is None else found[0])
     scores = live.model.scorer.score(shopper.cols, shopper.vals, pool)
     if exclude_seen:

@@ -36,6 +36,7 @@ from nextbuy.serving.scoring import best_of
 if TYPE_CHECKING:
     from nextbuy.serving.candidates import Segment
     from nextbuy.serving.live import Live
+    from nextbuy.serving.metrics import Metrics
     from nextbuy.serving.shopper import Shopper
 
 NEW_MIN_COSINE = 0.3  # content cosine from which a new item counts as like another
@@ -96,7 +97,9 @@ class Ranked:
     catalog_items: np.ndarray  # catalogue index of each candidate row
 
 
-def personal_segment(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -> Segment | None:
+def personal_segment(
+    live: Live, shopper: Shopper, n: int, exclude_seen: bool, metrics: Metrics | None = None
+) -> Segment | None:
     """The pipeline's best n for this shopper, ranked on this request."""
     from nextbuy.serving.candidates import Segment
 
@@ -107,7 +110,10 @@ def personal_segment(live: Live, shopper: Shopper, n: int, exclude_seen: bool) -
     # an erased or unknown user has no trained events to read
     user = shopper.user_id if shopper.trained else None
     new_index, new = _new_candidates(live, shopper)
-    scored = online.score(user, fresh, time.time_ns(), new=new)
+    scored = online.score(user, fresh, time.time_ns(), new=new, cache_as=shopper.user_id)
+    if metrics is not None:
+        outcome = "ranked_ahead" if scored.generated_before else "generated_inline"
+        metrics.candidate_sets.labels(outcome).inc()
     items = scored.candidates.items
     catalog_items = items.copy()
     beyond = items >= online.n_items

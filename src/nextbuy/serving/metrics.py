@@ -80,6 +80,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.candidate_sets = Counter(
+            "nextbuy_candidate_sets",
+            "Hybrid candidate sets: generated_ahead (on an event), ranked_ahead (a request "
+            "found them), generated_inline (a request generated them).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.candidate_queue = Gauge(
+            "nextbuy_candidate_queue",
+            "Shoppers waiting for their candidates to be generated after an event.",
+            registry=self.registry,
+        )
+
     def set_model(self, version: str, model: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version, model).set(1)

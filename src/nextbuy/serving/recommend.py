@@ -67,7 +67,10 @@ def for_user(state: ServingState, live: Live, ask: Ask) -> dict[str, Any]:
     fallback = None
     if shopper.personal and shopper.has_history:
         exclude_seen = state.settings.training.exclude_seen
-        segments += [gen.complements(live, shopper), gen.personal(live, shopper, n, exclude_seen)]
+        segments += [
+            gen.complements(live, shopper),
+            gen.personal(live, shopper, n, exclude_seen, state.metrics),
+        ]
     else:
         fallback = _fallback_kind(shopper, ask)
         segments.append(gen.onboarding(live, shopper) if shopper.personal else None)
@@ -134,7 +137,7 @@ def cart(state: ServingState, live: Live, item_ids: list[str], ask: Ask) -> dict
         ]
         shopper.personal = True  # the cart itself, even without consent to use the past
         shopper.actions.update(dict.fromkeys(in_cart.tolist(), "added to your cart"))
-        segments.append(gen.personal(live, shopper, n, exclude_seen=True))
+        segments.append(gen.personal(live, shopper, n, exclude_seen=True, metrics=state.metrics))
         shopper.history = np.concatenate([in_cart, shopper.history])
     segments += [gen.trending(live), gen.popular(live)]
     return _finish(state, live, placement, k, n, shopper, segments, ask, in_cart)

@@ -29,10 +29,12 @@ from nextbuy.errors import NextbuyError
 from nextbuy.pipeline.catalog import ItemCatalog
 from nextbuy.pipeline.rules import PlacementConfig
 from nextbuy.registry import ModelRegistry, Version
+from nextbuy.serving.candidate_refresh import CandidateRefresher
 from nextbuy.serving.erasures import Erasures
 from nextbuy.serving.errors import Unavailable
 from nextbuy.serving.experimentation import ExperimentRuntime
 from nextbuy.serving.exposures import ExposureLog
+from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.metrics import Metrics
@@ -86,6 +88,7 @@ class ServingState:
             settings.store_path, settings.attribution.exposure_flush_seconds
         )
         self.experiments = ExperimentRuntime(self)
+        self.refresher = CandidateRefresher(self)
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -99,9 +102,11 @@ class ServingState:
             self._threads.append(thread)
         self.exposures.start()
         self.experiments.start()
+        self.refresher.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.refresher.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self.experiments.stop()
@@ -161,6 +166,9 @@ class ServingState:
                 live = Live.create(
                     served, catalog, self.placements, self.settings.serving.new_arrival_days
                 )
+                hybrid = hybrid_of(served.model)
+                if hybrid is not None:
+                    hybrid.online.generated.max_entries = self.settings.serving.candidate_cache
                 self.live = live
                 self._catalog_log = None
         except BaseException:
@@ -249,8 +257,9 @@ class ServingState:
             except NextbuyError as exc:
                 log.error("kept the previous rules: %s", exc)
 
-    def add_online(self, events: pd.DataFrame) -> None:
-        """Events (store columns, timestamp in ms or datetime) into the per-shopper state."""
+    def add_online(self, events: pd.DataFrame, generate_ahead: bool = False) -> None:
+        """Events (store columns, timestamp in ms or datetime) into the per-shopper state;
+        `generate_ahead`: the hybrid's candidates of their users are generated next."""
         if events.empty:
             return
         # Python lists: iterating pandas columns element by element cost ~1 ms a batch
@@ -278,6 +287,8 @@ class ServingState:
         for who, found in by_shopper.items():
             self.online.add(who, sorted(found, key=lambda e: e.ts_ms))
         self.metrics.online_shoppers.set(len(self.online))
+        if generate_ahead:
+            self.refresher.notify(w[len(USER) :] for w in by_shopper if w.startswith(USER))
 
     def shopper(self, live: Live, user_id: str | None, session_id: str | None) -> Shopper:
         profile = self.profiles.get(user_id)
@@ -292,6 +303,11 @@ class ServingState:
         self.exposures.flush()  # so the store's erasure also removes lists still queued
         self.profiles.forget(user_id)
         self.online.forget(USER + user_id)
+        live = self.live
+        hybrid = None if live is None else hybrid_of(live.model.model)
+        self.refresher.forget(user_id)
+        if hybrid is not None:
+            hybrid.online.generated.forget(user_id)
         for session in self._sessions_of.pop(user_id, ()):
             self.online.forget(SESSION + session)
         self.metrics.online_shoppers.set(len(self.online))

@@ -49,7 +49,7 @@ async def post_events(request: Request) -> Any:
     except EventErrors as exc:
         return problem(422, exc.detail)
     result = await run_in_threadpool(state.store.append_events, rows)
-    state.add_online(rows)
+    state.add_online(rows, generate_ahead=True)
     for event_type, count in Counter(rows["event_type"].tolist()).items():
         state.metrics.events.labels(str(event_type)).inc(count)
     return JSONResponse(

@@ -1,0 +1,111 @@
+"""Candidates generated when a shopper's event arrives, so their next request only ranks.
+
+A view or a purchase reaches the server a page before the shopper asks for recommendations.
+This worker generates that shopper's candidates (the hybrid's generators and merge) in the
+meantime; the request then ranks them with its own context. Queued users are coalesced (a
+burst of events costs one generation), the newest events are read when the user's turn comes,
+and the worker runs at a lower priority and yields between generators, so requests keep the
+core. A request that arrives first generates inline, as without this worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from nextbuy.hybrid.online import FreshEvent
+from nextbuy.serving.exposures import background_priority
+from nextbuy.serving.hybrid_scoring import hybrid_of
+
+if TYPE_CHECKING:
+    from nextbuy.serving.state import ServingState
+
+log = logging.getLogger(__name__)
+NS_PER_MS = 1_000_000
+MAX_QUEUED = 100_000  # users waiting; the oldest are dropped past it (they generate inline)
+
+
+def _yield_interpreter() -> None:
+    time.sleep(0)  # releases the GIL, so a waiting request thread takes it now
+
+
+class CandidateRefresher:
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
+        self._queue: OrderedDict[str, None] = OrderedDict()
+        self._wake = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name="nextbuy-candidate-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def notify(self, user_ids: Iterable[str]) -> None:
+        """These users have new events: generate their candidates soon."""
+        live = self.state.live
+        if live is None or self.state.settings.serving.candidate_cache <= 0:
+            return
+        if hybrid_of(live.model.model) is None:
+            return
+        with self._wake:
+            for user in user_ids:
+                self._queue[user] = None
+                self._queue.move_to_end(user)
+            while len(self._queue) > MAX_QUEUED:
+                self._queue.popitem(last=False)
+            self.state.metrics.candidate_queue.set(len(self._queue))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        background_priority()
+        while True:
+            with self._wake:
+                while not self._queue and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                user, _ = self._queue.popitem(last=False)
+                self.state.metrics.candidate_queue.set(len(self._queue))
+            try:
+                self._generate(user, _yield_interpreter)
+            except Exception:
+                log.exception("generating candidates for a shopper failed")
+
+    def _generate(self, user_id: str, between: Callable[[], None]) -> None:
+        state = self.state
+        live = state.live
+        if live is None:
+            return
+        hybrid = hybrid_of(live.model.model)
+        if hybrid is None:
+            return
+        shopper = state.shopper(live, user_id, None)
+        if not (shopper.personal and shopper.has_history):
+            return
+        fresh = [FreshEvent(e.item_id, e.event_type, e.ts_ms * NS_PER_MS) for e in shopper.recent]
+        user = user_id if shopper.trained else None
+        hybrid.online.prepare(user_id, user, fresh, time.time_ns(), between)
+        # erased while this ran: keep nothing of theirs
+        if state.erasures.suppressed(user_id, live.model.trained_at_ms):
+            hybrid.online.generated.forget(user_id)
+            return
+        state.metrics.candidate_sets.labels("generated_ahead").inc()
+
+    def forget(self, user_id: str) -> None:
+        """An erased user: not generated any more."""
+        with self._wake:
+            self._queue.pop(user_id, None)
