@@ -40,6 +40,7 @@ from bench_serving import (
     N_USERS,
     PORT,
     _one_request,
+    connection_pool,
     import_shop,
     keep_trained_store,
     open_loop,
@@ -195,10 +196,7 @@ async def event_then_request(
     """At `rate` per second: a view event for a shopper, then `delay` s later their home
     page; latency of the page from its scheduled time. The page is the shopper's next one
     after something they did, as in a shop."""
-    pairs = [await asyncio.open_connection("127.0.0.1", PORT) for _ in range(32)]
-    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for pair in pairs:
-        free.put_nowait(pair)
+    pairs, free = await connection_pool()
     rng = np.random.default_rng(3)
     latencies: list[float] = []
     errors = 0
@@ -447,10 +445,10 @@ def write_report(
             f"send time, {args.seconds} s per run). On this virtual machine the Python load "
             "generator and the wake-ups of a lightly loaded server add to every request: "
             f"/healthz answers in {floor[0]:.2f} ms (p50) under wrk and {floor[1]:.2f} ms "
-            "under this client. The last row posts events (a single-event POST costs the "
-            "server ~8 ms, most of it the store's commit) and asks for each shopper's page a "
-            "moment later, so the server stores events, generates candidates in the "
-            "background and serves pages at once:",
+            "under this client. The last row posts events (a single-event POST took ~8 ms, "
+            "posted one at a time) and asks for each shopper's page a moment later, so the "
+            "server stores events, generates candidates in the background and serves pages "
+            "at once:",
             "",
             *opened,
         ]

@@ -140,6 +140,18 @@ async def _one_request(
 HOME = "/v1/users/{user}/recommendations?k=10&placement=home"
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connection_pool(size: int = 32) -> tuple[list[Connection], asyncio.Queue[Connection]]:
+    """Open keep-alive connections to the server, and a queue of the free ones."""
+    connections = [await asyncio.open_connection("127.0.0.1", PORT) for _ in range(size)]
+    free: asyncio.Queue[Connection] = asyncio.Queue()
+    for pair in connections:
+        free.put_nowait(pair)
+    return connections, free
+
+
 async def open_loop(
     rate: float,
     seconds: float,
@@ -148,10 +160,7 @@ async def open_loop(
     template: str = HOME,
 ) -> tuple[np.ndarray, int]:
     """Send `rate` requests/s on schedule; latency counts from the scheduled time."""
-    connections = [await asyncio.open_connection("127.0.0.1", PORT) for _ in range(32)]
-    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for pair in connections:
-        free.put_nowait(pair)
+    connections, free = await connection_pool()
     rng = np.random.default_rng(1)
     latencies: list[float] = []
     errors = 0

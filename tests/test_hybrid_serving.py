@@ -5,6 +5,7 @@ request after new events), and new items found through their content at once."""
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from nextbuy.engine import Engine
 from nextbuy.ingest import ImportOptions, import_frame
 from nextbuy.models import HybridModel
 from nextbuy.registry import ModelRegistry
+from nextbuy.serving.hybrid_scoring import hybrid_of
+from nextbuy.serving.state import ServingState
 from nextbuy.store import open_store
 from nextbuy.training import train_version
 from serving_helpers import INTERACTION_LINES, Server, ids, recommend
@@ -196,8 +199,32 @@ def test_an_event_has_the_shoppers_candidates_generated_before_their_next_reques
     after = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
     assert len(ids(after)) == 10 and ids(after) != ids(before)
-    # erased: nothing of theirs is served or kept, the generated candidates included
+    # erased: their page no longer reads their history, so nothing generated for them is used
     assert api.delete(f"/v1/users/{user}").status_code == 204
     erased = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
     assert erased["items"] and not set(ids(erased)) & {viewed}
+
+
+def test_erasing_a_user_drops_the_candidates_generated_for_them(
+    project: tuple[Path, Settings], tmp_path: Path
+) -> None:
+    root = tmp_path / "shop"
+    shutil.copytree(project[0], root)  # the erasure is recorded in this copy's store only
+    state = ServingState(load_settings(root / "nextbuy.toml"))
+    try:
+        assert state.check_model()
+        hybrid = hybrid_of(state.current().model.model)
+        assert hybrid is not None
+        online = hybrid.online
+        user, other = buyers(project[1], 7)[5:7]
+        state.refresher.notify([user, other])  # the worker is not started: both stay queued
+        for who in (user, other):
+            assert online.prepare(who, who, [], time.time_ns())
+        assert not online.prepare(user, user, [], time.time_ns())  # kept for these events
+        state.forget_user(user)
+        assert online.score(other, [], cache_as=other).generated_before
+        assert not online.score(user, [], cache_as=user).generated_before
+        assert list(state.refresher._queue) == [other]
+    finally:
+        state.stop()

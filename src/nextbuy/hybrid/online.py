@@ -298,13 +298,12 @@ class OnlineRanker:
         fresh: Sequence[FreshEvent],
         now_ns: int,
         between: Callable[[], None] | None = None,
-    ) -> None:
-        """Generate this shopper's candidates now and keep them for their next request."""
+    ) -> bool:
+        """Generate this shopper's candidates now and keep them for their next request;
+        False when they were kept for these very events already."""
         now = max(int(now_ns), self.cutoff_ns)
         events = self.user_events(user_id, fresh, now)
-        requests = self.request(user_id, events)
-        cands = self.candidates(requests, between)
-        self.generated.put(who, self.generation_key(user_id, events), (requests, cands))
+        return not self._generated(who, user_id, events, None, between)[2]
 
     def _generated(
         self,
@@ -312,19 +311,20 @@ class OnlineRanker:
         user_id: str | None,
         events: _UserEvents,
         extra_history: tuple[np.ndarray, np.ndarray] | None,
+        between: Callable[[], None] | None = None,
     ) -> tuple[dict[object, CandidateRequest], CandidateSet, bool]:
         """The shopper's rows and candidates, from the cache when its key matches this
         request's; (rows, candidates, found in the cache)."""
-        key = None
-        if who is not None and extra_history is None:
-            key = self.generation_key(user_id, events)
-            found = self.generated.get(who, key)
-            if found is not None:
-                return found[0], found[1], True
-        requests = self.request(user_id, events, extra_history)
-        cands = self.candidates(requests)
-        if who is not None and key is not None:
-            self.generated.put(who, key, (requests, cands))
+        if who is None or extra_history is not None:
+            requests = self.request(user_id, events, extra_history)
+            return requests, self.candidates(requests, between), False
+        key = self.generation_key(user_id, events)
+        found = self.generated.get(who, key)
+        if found is not None:
+            return found[0], found[1], True
+        requests = self.request(user_id, events)
+        cands = self.candidates(requests, between)
+        self.generated.put(who, key, (requests, cands))
         return requests, cands, False
 
     def _scores(self, model: Recommender, rows: sp.csr_matrix) -> np.ndarray:

@@ -17,15 +17,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from nextbuy.hybrid.online import FreshEvent
 from nextbuy.serving.exposures import background_priority
-from nextbuy.serving.hybrid_scoring import hybrid_of
+from nextbuy.serving.hybrid_scoring import hybrid_of, pipeline_inputs
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
 
 log = logging.getLogger(__name__)
-NS_PER_MS = 1_000_000
 MAX_QUEUED = 100_000  # users waiting; the oldest are dropped past it (they generate inline)
 
 
@@ -96,14 +94,13 @@ class CandidateRefresher:
         shopper = state.shopper(live, user_id, None)
         if not (shopper.personal and shopper.has_history):
             return
-        fresh = [FreshEvent(e.item_id, e.event_type, e.ts_ms * NS_PER_MS) for e in shopper.recent]
-        user = user_id if shopper.trained else None
-        hybrid.online.prepare(user_id, user, fresh, time.time_ns(), between)
+        user, fresh = pipeline_inputs(shopper)
+        generated = hybrid.online.prepare(user_id, user, fresh, time.time_ns(), between)
         # erased while this ran: keep nothing of theirs
         if state.erasures.suppressed(user_id, live.model.trained_at_ms):
             hybrid.online.generated.forget(user_id)
-            return
-        state.metrics.candidate_sets.labels("generated_ahead").inc()
+        elif generated:
+            state.metrics.candidate_sets.labels("generated_ahead").inc()
 
     def forget(self, user_id: str) -> None:
         """An erased user: not generated any more."""

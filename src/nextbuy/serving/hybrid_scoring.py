@@ -106,9 +106,7 @@ def personal_segment(
     hybrid = hybrid_of(live.model.model)
     assert hybrid is not None
     online = hybrid.online
-    fresh = [FreshEvent(e.item_id, e.event_type, e.ts_ms * NS_PER_MS) for e in shopper.recent]
-    # an erased or unknown user has no trained events to read
-    user = shopper.user_id if shopper.trained else None
+    user, fresh = pipeline_inputs(shopper)
     new_index, new = _new_candidates(live, shopper)
     scored = online.score(user, fresh, time.time_ns(), new=new, cache_as=shopper.user_id)
     if metrics is not None:
@@ -124,6 +122,13 @@ def personal_segment(
     best, values = best_of(order, n)
     shopper.ranked = Ranked(scored, catalog_items)
     return Segment(catalog_items[best], values, "personal")
+
+
+def pipeline_inputs(shopper: Shopper) -> tuple[str | None, list[FreshEvent]]:
+    """The user whose trained events the pipeline reads, and what they did since."""
+    fresh = [FreshEvent(e.item_id, e.event_type, e.ts_ms * NS_PER_MS) for e in shopper.recent]
+    # an erased or unknown user has no trained events to read
+    return (shopper.user_id if shopper.trained else None), fresh
 
 
 def _new_candidates(live: Live, shopper: Shopper) -> tuple[np.ndarray, NewItems | None]:

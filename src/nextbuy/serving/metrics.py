@@ -79,7 +79,6 @@ class Metrics:
             "Users and sessions with events since training held in memory.",
             registry=self.registry,
         )
-
         self.candidate_sets = Counter(
             "nextbuy_candidate_sets",
             "Hybrid candidate sets: generated_ahead (on an event), ranked_ahead (a request "

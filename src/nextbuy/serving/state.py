@@ -303,9 +303,9 @@ class ServingState:
         self.exposures.flush()  # so the store's erasure also removes lists still queued
         self.profiles.forget(user_id)
         self.online.forget(USER + user_id)
+        self.refresher.forget(user_id)
         live = self.live
         hybrid = None if live is None else hybrid_of(live.model.model)
-        self.refresher.forget(user_id)
         if hybrid is not None:
             hybrid.online.generated.forget(user_id)
         for session in self._sessions_of.pop(user_id, ()):
