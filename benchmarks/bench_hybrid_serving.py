@@ -4,11 +4,13 @@ The same synthetic shop as bench_serving.py (100,000 items, 50,000 users, 1M eve
 with `model = "hybrid"` (configuration below: one label window, 20,000 training users, EASE
 on the 5,000 most-bought items). Server pinned to one core, load generator to the other:
 1. a view event is posted for each of 5,000 shoppers, so each of their home pages runs the
-   whole pipeline on the request (candidate generators on the trained history plus the new
-   event, features, LightGBM, business rules);
-2. p50/p95/p99 of those home pages (k=10) at a fixed rate, open loop, latency counted from the
-   scheduled send time; then the same for trained users with nothing new (precomputed lists);
-3. in-process, the share of each stage of `OnlineRanker.score` (medians over 1,000 requests).
+   pipeline (candidate generators on the trained history plus the new event, unless the
+   server generated them when the event arrived; features, LightGBM, rules, reasons);
+2. their home pages (k=10) closed loop (wrk, one connection) and open loop at a fixed rate
+   (latency from the scheduled send time), with the server generating on the request and
+   generating ahead; then pages 0.2 s after each shopper's event, events arriving throughout;
+   each measurement also reads the server's own latency histogram (/metrics) for the pages;
+3. in-process, each stage of `OnlineRanker.score` (medians over 1,000 requests).
 Usage: python benchmarks/bench_hybrid_serving.py [--seconds 30] [--runs 3] [--rate 50]
 Writes the "hybrid-serving" section of BENCHMARKS.md.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import shutil
@@ -53,6 +56,7 @@ from common import machine_summary, write_section
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "serving-hybrid"
 SHOPPERS = 5_000
+PAGE_ROUTE = 'route="/v1/users/{user_id}/recommendations",method="GET"'
 CONFIG = """data_dir = "data"
 [training]
 model = "hybrid"
@@ -150,10 +154,41 @@ def _percentiles(output: str) -> dict[str, float]:
     return out
 
 
+def _metrics_text() -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as answer:
+        return answer.read().decode()
+
+
+def page_histogram() -> dict[float, float]:
+    """The server's own latency histogram of the recommendations route (bucket bound in
+    seconds → requests up to it, cumulative since start)."""
+    out: dict[float, float] = {}
+    for line in _metrics_text().splitlines():
+        if line.startswith("nextbuy_http_request_seconds_bucket") and PAGE_ROUTE in line:
+            bound = re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """ms: the q-quantile of the requests between two histograms, interpolated within its
+    bucket as Prometheus's histogram_quantile does."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank and count > below:
+            if math.isinf(bound):
+                return lower * 1000
+            return 1000 * (lower + (bound - lower) * (rank - below) / (count - below))
+        lower, below = bound, count
+    return math.nan
+
+
 def candidate_counts() -> dict[str, float]:
     """The server's candidate-set counters and queue (from /metrics)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
+    text = _metrics_text()
     found = re.findall(r'^nextbuy_candidate_sets_total\{outcome="(\w+)"\} ([\d.e+]+)$', text, re.M)
     out = {outcome: float(value) for outcome, value in found}
     queue = re.search(r"^nextbuy_candidate_queue ([\d.e+]+)$", text, re.M)
@@ -275,33 +310,44 @@ def _measure(
     items: list[str],
     out: dict[str, list[tuple[float, ...]]],
 ) -> None:
+    """Each row: client p50, p90 (closed) or p95 (open), p99, errors, requests, share ranked
+    ahead, then the server's own p50 and p99 of the same pages."""
+
+    def keep(key: str, row: tuple[float, ...], counts: dict, pages: dict) -> None:
+        after = page_histogram()
+        server = (server_quantile(pages, after, 0.5), server_quantile(pages, after, 0.99))
+        out.setdefault(key, []).append((*row, _served_ahead(counts), *server))
+        print(f"{key}: p50 {row[0]:.2f} ms, p99 {row[2]:.2f}; server {server}", flush=True)
+
     for _ in range(args.runs):
         paths = [(mode, "shoppers.txt")]
         if mode == "ahead":
             paths.append(("precomputed", "users.txt"))
         for name, path in paths:
-            before = candidate_counts()
+            counts, pages = candidate_counts(), page_histogram()
             found = wrk_latency(WORK / path, args.seconds)
             row = (found["p50"], found["p90"], found["p99"], 0.0, found["rps"] * args.seconds)
-            out.setdefault(f"closed {name}", []).append((*row, _served_ahead(before)))
-            print(f"closed loop, {name}: {found}", flush=True)
+            keep(f"closed {name}", row, counts, pages)
         if mode == "inline":
             continue
         for name, users in (("ahead", shoppers), ("precomputed", trained)):
-            before = candidate_counts()
+            counts, pages = candidate_counts(), page_histogram()
             millis, errors = asyncio.run(
                 open_loop(args.rate, args.seconds, users, unknown_share=0.0)
             )
-            row = (*np.percentile(millis, [50, 95, 99]), errors, len(millis))
-            out.setdefault(f"open {name}", []).append((*row, _served_ahead(before)))
-            print(f"open loop, {name}: p50 {row[0]:.2f} ms, p99 {row[2]:.2f}", flush=True)
-        before = candidate_counts()
+            keep(
+                f"open {name}",
+                (*np.percentile(millis, [50, 95, 99]), errors, len(millis)),
+                counts,
+                pages,
+            )
+        counts, pages = candidate_counts(), page_histogram()
         millis, errors = asyncio.run(
             event_then_request(args.event_rate, args.seconds, shoppers, items, args.page_delay)
         )
-        row = (*np.percentile(millis, [50, 95, 99]), errors, len(millis))
-        out.setdefault("open event", []).append((*row, _served_ahead(before)))
-        print(f"event then page: p50 {row[0]:.2f} ms, p99 {row[2]:.2f}", flush=True)
+        keep(
+            "open event", (*np.percentile(millis, [50, 95, 99]), errors, len(millis)), counts, pages
+        )
 
 
 def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
@@ -342,15 +388,22 @@ def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
         candidates = merge(tops, 1, online.n_items)
         timed("merge", t)
         t = time.perf_counter()
-        x = online.features(candidates, events, now)
-        timed(f"features ({x.shape[1]} per candidate)", t)
+        facts = online.event_facts(candidates, events)
+        timed("features: what they read of the shopper's events", t)
+        t = time.perf_counter()
+        x = online.timed_features(candidates, facts, now)
+        timed(f"features: at the request's time and context ({x.shape[1]} per candidate)", t)
         t = time.perf_counter()
         online.booster.predict(x, num_iteration=online.best_iteration, num_threads=1)
         timed("LightGBM", t)
         timed("all of the above", first)
-        ranking = times["the shopper's events and history rows"][-1]
-        ranking += times[f"features ({x.shape[1]} per candidate)"][-1] + times["LightGBM"][-1]
-        times.setdefault("of which ranking (rows, features, LightGBM)", []).append(ranking)
+        on_request = times[
+            f"features: at the request's time and context ({x.shape[1]} per candidate)"
+        ][-1]
+        on_request += times["LightGBM"][-1]
+        times.setdefault(
+            "of which on the request when generated ahead (features at its time, LightGBM)", []
+        ).append(on_request)
         times.setdefault("candidates per request", []).append(float(len(x)))
     return [(k, float(np.median(v)), float(np.percentile(v, 99))) for k, v in times.items()]
 
@@ -389,13 +442,14 @@ def write_report(
         "event": f"{args.event_rate:g} view events/s, each shopper's home page "
         f"{args.page_delay:g} s after their event",
     }
-    head = "| path | p50 | {} | p99 | {} | candidates generated ahead | runs |"
-    closed = [head.format("p90", "requests"), "|---|---:|---:|---:|---:|---:|---:|"]
-    opened = [head.format("p95", "errors"), "|---|---:|---:|---:|---:|---:|---:|"]
+    head = "| path | p50 | {} | p99 | in the server: p50 | p99 | {} | generated ahead | runs |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    closed = [head.format("p90", "requests"), rule]
+    opened = [head.format("p95", "errors"), rule]
     floor = http.pop("floor")[0]
     for key, runs in http.items():
         kind, name = key.split(" ", 1)
-        cells = " | ".join(f"{med(r[i] for r in runs):.2f} ms" for i in range(3))
+        cells = " | ".join(f"{med(r[i] for r in runs):.2f} ms" for i in (0, 1, 2, 6, 7))
         ahead = "–" if name == "precomputed" else f"{med(r[5] for r in runs):.1%}"
         if kind == "closed":
             total = f"{sum(r[4] for r in runs):,.0f}"
@@ -432,12 +486,18 @@ def write_report(
             "",
             "Candidate generation and ranking (`OnlineRanker.score`: the shopper's rows, seven "
             "generators, merge, features, LightGBM), in-process on one core, 1,000 requests of "
-            "shoppers with one new view each:",
+            "shoppers with one new view each. When a shopper's event arrives the server runs "
+            "everything up to the features' event half ahead of their request; the request "
+            "then turns event times into ages at its own time, adds its context and runs "
+            "LightGBM (then rules and reasons):",
             "",
             *stage_rows,
             "",
             f"Over HTTP, one connection, closed loop (wrk, {args.seconds} s per run): each "
-            "request's latency end to end, no queueing:",
+            "request's latency end to end, no queueing. *In the server*: the same pages in the "
+            "server's own histogram (`nextbuy_http_request_seconds`, from the request reaching "
+            "the application to the end of its response; quantiles interpolated within its "
+            "buckets, …, 5, 7.5, 10, 15 ms, as Prometheus's `histogram_quantile` does):",
             "",
             *closed,
             "",
@@ -445,10 +505,9 @@ def write_report(
             f"send time, {args.seconds} s per run). On this virtual machine the Python load "
             "generator and the wake-ups of a lightly loaded server add to every request: "
             f"/healthz answers in {floor[0]:.2f} ms (p50) under wrk and {floor[1]:.2f} ms "
-            "under this client. The last row posts events (a single-event POST took ~8 ms, "
-            "posted one at a time) and asks for each shopper's page a moment later, so the "
-            "server stores events, generates candidates in the background and serves pages "
-            "at once:",
+            "under this client (the server's own figures exclude the client). The last row "
+            "posts events and asks for each shopper's page a moment later, so the server "
+            "stores events, generates candidates in the background and serves pages at once:",
             "",
             *opened,
         ]

@@ -131,6 +131,14 @@ def test_candidates_generated_ahead_rank_as_the_request_would_have_generated_the
     assert np.array_equal(ahead.candidates.items, inline.candidates.items)
     np.testing.assert_array_equal(ahead.features, inline.features)
     np.testing.assert_array_equal(ahead.order, inline.order)
+    # ranked hours after it was generated: every age is the one the later request computes
+    later_ns = now_ns + 5 * 3_600 * 10**9 + 123
+    aged = online.score(user, fresh, later_ns, cache_as=user)
+    expected_later = OnlineRanker(hybrid).score(user, fresh, later_ns)
+    assert aged.generated_before
+    assert not np.array_equal(aged.features, ahead.features)
+    np.testing.assert_array_equal(aged.features, expected_later.features)
+    np.testing.assert_array_equal(aged.order, expected_later.order)
     # one more event: the generated set no longer matches what the request reads
     later = [*fresh, FreshEvent(str(events["item_id"].iloc[0]), "purchase", now_ns - 1)]
     again = online.score(user, later, now_ns, cache_as=user)

@@ -4,9 +4,11 @@ Candidate generation (the seven generators and their merge) is the costly half o
 per-request pipeline and depends only on the shopper's events: the trained history row and
 what they did since the cutoff. Ranking depends on the request too (time, device, placement).
 So a server generates a shopper's candidates when their event arrives, off the request path,
-and the request ranks them. An entry is used only when its key — the trained user row and the
-fresh events' items, weights and times — equals the request's, so a cached set is the set the
-request would have generated; anything else is a miss and the request generates inline.
+together with what the features read of the shopper's events (`online.EventFacts`), and the
+request ranks them. An entry is used only when its key — the trained user row and the fresh
+events' items, weights, times and purchase flags — equals the request's, so a cached set is
+the set the request would have generated; anything else is a miss and the request generates
+inline.
 """
 
 from __future__ import annotations
@@ -14,32 +16,31 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from nextbuy.hybrid.candidates import CandidateRequest, CandidateSet
-
-GenerationKey = tuple[int, bytes, bytes, bytes]
-Generated = tuple[dict[object, CandidateRequest], CandidateSet]  # the rows, the candidates
+GenerationKey = tuple[int, bytes, bytes, bytes, bytes]
+Kept = TypeVar("Kept")
 
 
 @dataclass(frozen=True)
-class _Entry:
+class _Entry(Generic[Kept]):
     key: GenerationKey
-    generated: Generated
+    generated: Kept
 
 
-class CandidateCache:
+class CandidateCache(Generic[Kept]):
     """The history rows and candidate sets of the `max_entries` most recently active
     shoppers; thread-safe."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry[Kept]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, who: str, key: GenerationKey) -> Generated | None:
+    def get(self, who: str, key: GenerationKey) -> Kept | None:
         with self._lock:
             entry = self._entries.get(who)
             if entry is None or entry.key != key:
@@ -47,7 +48,7 @@ class CandidateCache:
             self._entries.move_to_end(who)
             return entry.generated
 
-    def put(self, who: str, key: GenerationKey, generated: Generated) -> None:
+    def put(self, who: str, key: GenerationKey, generated: Kept) -> None:
         if self.max_entries <= 0:
             return
         with self._lock:

@@ -97,6 +97,7 @@ SIGNALS: tuple[tuple[str, str, Template], ...] = (
 UNEXPLAINING = frozenset(USER_FEATURES) | frozenset(CONTEXT_FEATURES)
 
 
+@lru_cache(maxsize=256)
 def signal_of(feature: str) -> tuple[str, Template]:
     """The signal and template a feature belongs to."""
     for prefix, signal, template in SIGNALS:
@@ -137,18 +138,21 @@ def reasons(
     """
     names = list(feature_names)
     groups, member = _signal_groups(tuple(names))
+    rows = contributions.shape[0]
     pushes = contributions @ member.T  # rows × signals
+    best = np.argmax(pushes, axis=1) if len(groups) else np.full(rows, -1)
+    strongest = pushes[np.arange(rows), best] if len(groups) else np.zeros(rows)
+    # per row, its strongest signal's largest feature
+    within = np.where(member[best] > 0, contributions, -np.inf) if len(groups) else contributions
+    largest = np.argmax(within, axis=1).tolist()
     out = []
-    for row in range(contributions.shape[0]):
-        best = int(np.argmax(pushes[row])) if len(groups) else -1
-        signal = groups[best] if best >= 0 else "several"
-        if best < 0 or pushes[row, best] <= 0 or signal == "several":
+    for row, (b, push) in enumerate(zip(best.tolist(), strongest.tolist(), strict=True)):
+        if b < 0 or push <= 0 or groups[b] == "several":
             feature = f"{origins[row]}_rank"
             value = float(contributions[row, names.index(feature)]) if feature in names else 0.0
         else:
-            within = np.where(member[best] > 0, contributions[row], -np.inf)
-            feature = names[int(np.argmax(within))]
-            value = float(pushes[row, best])
+            feature = names[largest[row]]
+            value = float(push)
         signal, template = signal_of(feature)
         out.append(Reason(signal, feature, value, template(facts[row])))
     return out

@@ -5,7 +5,10 @@ asked for: right for thousands of users at once, tens of milliseconds for one. A
 serves one shopper, so `OnlineRanker` precomputes at load what does not change between
 requests — the item features as of the cutoff, each user's events as sorted arrays, group
 codes of categories and brands — and computes the rest for one user with small numpy
-reductions over that user's events plus whatever they did since the cutoff.
+reductions over that user's events plus whatever they did since the cutoff. The features
+come in two halves: what they read of the shopper's events, event times kept as stamps
+(`event_facts`, kept with candidates generated ahead of the request), and what moves with the
+request's clock and context (`timed_features`: ages, hour, device, placement).
 
 The values are those of `FeatureBuilder.build` for the same user, events and request time
 (tests/test_hybrid_online.py compares them row by row); candidates come from the very
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -89,6 +93,33 @@ class OnlineScored:
     generated_before: bool = False  # candidates came from `OnlineRanker.prepare`
 
 
+@dataclass(frozen=True)
+class EventFacts:
+    """What the features read of one shopper's events for one candidate set, event times
+    kept as stamps (the request's clock turns them into ages)."""
+
+    user: dict[str, float]  # USER_FEATURES, the two ages NaN
+    first: int | None  # stamp of the oldest event (None: no events)
+    last: int | None  # stamp of the newest event
+    touched: np.ndarray  # candidate rows the shopper has events of
+    baskets: np.ndarray  # their distinct baskets
+    newest: np.ndarray  # stamp of their newest and oldest event
+    oldest: np.ndarray
+    in_category: np.ndarray  # candidate rows whose category the shopper has events in
+    category_share: np.ndarray  # the share of their events in it
+    category_newest: np.ndarray  # stamp of the newest such event
+    in_brand: np.ndarray  # the same for brands
+    brand_share: np.ndarray
+
+
+class Generated(NamedTuple):
+    """What is kept of a shopper between their event and their request."""
+
+    requests: dict[object, CandidateRequest]  # the history rows, per matrix
+    candidates: CandidateSet
+    facts: EventFacts
+
+
 class _UserEvents:
     """One user's events (before the request time) as arrays."""
 
@@ -144,7 +175,7 @@ class OnlineRanker:
         self.category_users = pd.Series(users).groupby(builder.category).sum().to_dict()
         self.exposure = hybrid.exposure
         self.tops = RequestTops(self.n_items, self._scores)
-        self.generated = CandidateCache()
+        self.generated: CandidateCache[Generated] = CandidateCache()
         self._index_events(builder.events)
 
     # -- load-time tables ------------------------------------------------------------------------
@@ -169,37 +200,48 @@ class OnlineRanker:
         self, user_id: str | None, fresh: Sequence[FreshEvent], now_ns: int
     ) -> _UserEvents:
         """The user's trained events, then the fresh ones of positive weight before `now`."""
-        row = None if user_id is None else self.user_row.get(str(user_id))
-        lo, hi = (0, 0) if row is None else (int(self.indptr[row]), int(self.indptr[row + 1]))
+        return self._joined(user_id, self._since(fresh, now_ns))
+
+    def _since(self, fresh: Sequence[FreshEvent], now_ns: int) -> _UserEvents:
+        """The fresh events of positive weight before `now`, as arrays."""
         kept = [e for e in fresh if self.weights.get(e.event_type, 0.0) > 0 and e.ts_ns < now_ns]
-        f_item = np.fromiter((self.item_index.get(e.item_id, -1) for e in kept), np.int64)
+        item = np.fromiter((self.item_index.get(e.item_id, -1) for e in kept), np.int64)
         unknown: dict[str, int] = {}
-        f_key = np.fromiter(
+        key = np.fromiter(
             (
                 i if i >= 0 else -1 - unknown.setdefault(e.item_id, len(unknown))
-                for e, i in zip(kept, f_item.tolist(), strict=True)
+                for e, i in zip(kept, item.tolist(), strict=True)
             ),
             np.int64,
         )
-        f_stamp = np.fromiter((e.ts_ns for e in kept), np.int64)
+        stamp = np.fromiter((e.ts_ns for e in kept), np.int64)
         # a fresh event's basket is its own moment (no order id reaches a request)
-        offset = len(self.basket_code)
-        _, moment = np.unique(f_stamp, return_inverse=True)
-        item = np.concatenate([self.ev_item[lo:hi], f_item])
+        _, moment = np.unique(stamp, return_inverse=True)
         return _UserEvents(
             item=item,
-            stamp=np.concatenate([self.ev_stamp[lo:hi], f_stamp]),
-            basket=np.concatenate([self.ev_basket[lo:hi], offset + moment.astype(np.int64)]),
-            quantity=np.concatenate([self.ev_quantity[lo:hi], np.ones(len(kept))]),
-            purchase=np.concatenate(
-                [self.ev_purchase[lo:hi], [e.event_type == PURCHASE for e in kept]]
-            ).astype(bool),
-            weight=np.concatenate(
-                [self.ev_weight[lo:hi], [self.weights[e.event_type] for e in kept]]
-            ).astype(np.float64),
+            stamp=stamp,
+            basket=len(self.basket_code) + moment.astype(np.int64),
+            quantity=np.ones(len(kept)),
+            purchase=np.asarray([e.event_type == PURCHASE for e in kept], bool),
+            weight=np.asarray([self.weights[e.event_type] for e in kept], np.float64),
             # as offline: only what happened at or after the cutoff joins the history rows
-            fresh=np.concatenate([np.zeros(hi - lo, bool), f_stamp >= self.cutoff_ns]),
-            key=np.concatenate([self.ev_item[lo:hi], f_key]),
+            fresh=stamp >= self.cutoff_ns,
+            key=key,
+        )
+
+    def _joined(self, user_id: str | None, since: _UserEvents) -> _UserEvents:
+        """The user's trained events followed by `since`."""
+        row = None if user_id is None else self.user_row.get(str(user_id))
+        lo, hi = (0, 0) if row is None else (int(self.indptr[row]), int(self.indptr[row + 1]))
+        return _UserEvents(
+            item=np.concatenate([self.ev_item[lo:hi], since.item]),
+            stamp=np.concatenate([self.ev_stamp[lo:hi], since.stamp]),
+            basket=np.concatenate([self.ev_basket[lo:hi], since.basket]),
+            quantity=np.concatenate([self.ev_quantity[lo:hi], since.quantity]),
+            purchase=np.concatenate([self.ev_purchase[lo:hi], since.purchase]).astype(bool),
+            weight=np.concatenate([self.ev_weight[lo:hi], since.weight]).astype(np.float64),
+            fresh=np.concatenate([np.zeros(hi - lo, bool), since.fresh]),
+            key=np.concatenate([self.ev_item[lo:hi], since.key]),
         )
 
     # -- the request -----------------------------------------------------------------------------
@@ -279,16 +321,17 @@ class OnlineRanker:
             )
         return merge(tops, 1, self.n_items)
 
-    def generation_key(self, user_id: str | None, events: _UserEvents) -> GenerationKey:
-        """What candidate generation reads of a shopper: the trained row (by user) and the
-        fresh events' item keys, times and weights; equal keys, equal candidate sets."""
+    def generation_key(self, user_id: str | None, since: _UserEvents) -> GenerationKey:
+        """What generation and the event facts read of a shopper: the trained row (by user)
+        and the fresh events' item keys, times, weights and purchase flags; equal keys,
+        equal candidate sets and facts."""
         row = None if user_id is None else self.user_row.get(str(user_id))
-        trained = 0 if row is None else int(self.indptr[row + 1] - self.indptr[row])
         return (
             -1 if row is None else row,
-            events.key[trained:].tobytes(),
-            events.stamp[trained:].tobytes(),
-            events.weight[trained:].tobytes(),
+            since.key.tobytes(),
+            since.stamp.tobytes(),
+            since.weight.tobytes(),
+            since.purchase.tobytes(),
         )
 
     def prepare(
@@ -299,33 +342,42 @@ class OnlineRanker:
         now_ns: int,
         between: Callable[[], None] | None = None,
     ) -> bool:
-        """Generate this shopper's candidates now and keep them for their next request;
-        False when they were kept for these very events already."""
+        """Generate this shopper's candidates and their event facts now and keep them for
+        their next request; False when they were kept for these very events already."""
         now = max(int(now_ns), self.cutoff_ns)
-        events = self.user_events(user_id, fresh, now)
-        return not self._generated(who, user_id, events, None, between)[2]
+        return not self._generated(who, user_id, self._since(fresh, now), None, between)[1]
 
     def _generated(
         self,
         who: str | None,
         user_id: str | None,
-        events: _UserEvents,
+        since: _UserEvents,
         extra_history: tuple[np.ndarray, np.ndarray] | None,
         between: Callable[[], None] | None = None,
-    ) -> tuple[dict[object, CandidateRequest], CandidateSet, bool]:
-        """The shopper's rows and candidates, from the cache when its key matches this
-        request's; (rows, candidates, found in the cache)."""
+    ) -> tuple[Generated, bool]:
+        """The shopper's rows, candidates and event facts, from the cache when its key
+        matches this request's; (what was generated, found in the cache)."""
         if who is None or extra_history is not None:
-            requests = self.request(user_id, events, extra_history)
-            return requests, self.candidates(requests, between), False
-        key = self.generation_key(user_id, events)
+            return self._generate(user_id, since, extra_history, between), False
+        key = self.generation_key(user_id, since)
         found = self.generated.get(who, key)
         if found is not None:
-            return found[0], found[1], True
-        requests = self.request(user_id, events)
-        cands = self.candidates(requests, between)
-        self.generated.put(who, key, (requests, cands))
-        return requests, cands, False
+            return found, True
+        generated = self._generate(user_id, since, None, between)
+        self.generated.put(who, key, generated)
+        return generated, False
+
+    def _generate(
+        self,
+        user_id: str | None,
+        since: _UserEvents,
+        extra_history: tuple[np.ndarray, np.ndarray] | None,
+        between: Callable[[], None] | None,
+    ) -> Generated:
+        events = self._joined(user_id, since)
+        requests = self.request(user_id, events, extra_history)
+        candidates = self.candidates(requests, between)
+        return Generated(requests, candidates, self.event_facts(candidates, events))
 
     def _scores(self, model: Recommender, rows: sp.csr_matrix) -> np.ndarray:
         """Dense scores of a model `RequestTops` has no shortcut for."""
@@ -343,6 +395,65 @@ class OnlineRanker:
         """(n, n_features) float64 in the ranker's column order; `FeatureBuilder.build`'s
         values for the same candidates, events and request time. Candidate items past the
         stage's (n_items + j) are `new`'s j-th item."""
+        facts = self.event_facts(candidates, events, new)
+        return self.timed_features(candidates, facts, now_ns, context, new)
+
+    def event_facts(
+        self, candidates: CandidateSet, events: _UserEvents, new: NewItems | None = None
+    ) -> EventFacts:
+        """What the features read of the shopper's events for these candidates, times kept
+        as stamps: the costly half of the features, computed once per candidate set."""
+        items = candidates.items
+        n = len(items)
+        attrs = self._attributes(items, new)
+        user, first, last = self._user_facts(events)
+        known = events.item >= 0
+        k_item, k_stamp, k_basket = events.item[known], events.stamp[known], events.basket[known]
+        touched = np.zeros(0, np.int64)
+        baskets = newest = oldest = np.zeros(0, np.int64)
+        if len(k_item) and n:
+            # per candidate: its distinct baskets, and the newest and oldest of its events
+            back = np.argsort(items, kind="stable")
+            sorted_items = items[back]
+            pos = np.minimum(np.searchsorted(sorted_items, k_item), n - 1)
+            hit = sorted_items[pos] == k_item
+            at, h_stamp, h_basket = back[pos[hit]], k_stamp[hit], k_basket[hit]
+            if len(at):
+                pairs = np.unique(np.stack([at, h_basket]), axis=1)
+                count = np.bincount(pairs[0], minlength=n)
+                newest_of = np.full(n, np.iinfo(np.int64).min)
+                oldest_of = np.full(n, np.iinfo(np.int64).max)
+                np.maximum.at(newest_of, at, h_stamp)
+                np.minimum.at(oldest_of, at, h_stamp)
+                touched = np.flatnonzero(count > 0)
+                baskets, newest, oldest = count[touched], newest_of[touched], oldest_of[touched]
+        in_c, share_c, stamp_c = self._group(self.category_code, k_item, k_stamp, attrs.category)
+        in_b, share_b, _ = self._group(self.brand_code, k_item, k_stamp, attrs.brand)
+        return EventFacts(
+            user,
+            first,
+            last,
+            touched,
+            baskets,
+            newest,
+            oldest,
+            in_c,
+            share_c,
+            stamp_c,
+            in_b,
+            share_b,
+        )
+
+    def timed_features(
+        self,
+        candidates: CandidateSet,
+        facts: EventFacts,
+        now_ns: int,
+        context: RequestContext | None = None,
+        new: NewItems | None = None,
+    ) -> np.ndarray:
+        """The feature rows of `event_facts` at the request's time and context: event times
+        become ages here, so facts computed ahead give the request's very values."""
         items = candidates.items
         n = len(items)
         attrs = self._attributes(items, new)
@@ -353,32 +464,56 @@ class OnlineRanker:
         columns["n_sources"] = (candidates.ranks < MISSING_RANK).sum(axis=1).astype(np.float32)
         for j, name in enumerate(ITEM_FEATURES):
             columns[name] = attrs.table[:, j]
-        age = (now_ns - events.stamp).astype(np.float64) / DAY_NS
-        user = self._user_features(events, age)
+        user = dict(facts.user)
+        if facts.last is not None and facts.first is not None:
+            # the least and the most days ago: ages fall as stamps rise, so (exactly) the
+            # ages of the newest and the oldest event
+            user["user_days_since_last"] = float(_ages(now_ns, np.array([facts.last]))[0])
+            user["user_tenure_days"] = float(_ages(now_ns, np.array([facts.first]))[0])
         for name in USER_FEATURES:
             columns[name] = np.full(n, user[name])
-        columns.update(self._pair_features(events, age, items, attrs, user["user_median_price"]))
+        baskets = np.zeros(n)
+        since = np.full(n, np.nan)
+        gap = np.full(n, np.nan)
+        if len(facts.touched):
+            young, old = _ages(now_ns, facts.newest), _ages(now_ns, facts.oldest)
+            baskets[facts.touched] = facts.baskets
+            since[facts.touched] = young
+            again = facts.baskets > 1
+            gap[facts.touched[again]] = (old[again] - young[again]) / (facts.baskets[again] - 1)
+        median = user["user_median_price"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns["ui_due"] = since / gap
+            columns["price_vs_user"] = attrs.price / (median if median > 0 else np.nan)
+        columns["ui_baskets"] = baskets
+        columns["ui_days_since"] = since
+        columns["ui_mean_gap_days"] = gap
+        columns["category_share"] = _shares(facts.in_category, facts.category_share, attrs.category)
+        columns["brand_share"] = _shares(facts.in_brand, facts.brand_share, attrs.brand)
+        category_since = np.full(n, np.nan)
+        category_since[facts.in_category] = _ages(now_ns, facts.category_newest)
+        columns["category_days_since"] = category_since
         moment = pd.Timestamp(now_ns, tz="UTC")
         columns["hour"] = np.full(n, float(moment.hour))
         columns["weekday"] = np.full(n, float(moment.day_of_week))
         context = context or RequestContext()
         columns["device"] = np.full(n, _code(context.device))
         columns["placement"] = np.full(n, _code(context.placement))
-        out = np.empty((n, len(self.feature_order)), np.float64)
+        # column by column: written contiguously (LightGBM takes a C-ordered copy)
+        out = np.empty((n, len(self.feature_order)), np.float64, order="F")
         for j, name in enumerate(self.feature_order):
             out[:, j] = columns[name]
         return out
 
-    def _user_features(self, ev: _UserEvents, age: np.ndarray) -> dict[str, float]:
+    def _user_facts(self, ev: _UserEvents) -> tuple[dict[str, float], int | None, int | None]:
+        """`USER_FEATURES` but the two ages (NaN here), and the oldest and newest stamps."""
         nan = float("nan")
         out = dict.fromkeys(USER_FEATURES, nan)
         out["user_baskets"] = out["user_events"] = 0.0
         known = ev.item >= 0
         out["user_items"] = float(len(np.unique(ev.item[known])))
         if not len(ev):
-            return out
-        out["user_days_since_last"] = float(age.min())
-        out["user_tenure_days"] = float(age.max())
+            return out, None, None
         out["user_events"] = float(len(ev))
         out["user_baskets"] = float(len(np.unique(ev.basket)))
         out["user_basket_size"] = out["user_events"] / out["user_baskets"]
@@ -387,9 +522,9 @@ class OnlineRanker:
         paid = price * ev.quantity[bought]
         ok = ~(np.isnan(price) | np.isnan(paid))
         if ok.any():
-            out["user_spend"] = float(pd.Series(paid[ok]).sum())
+            out["user_spend"] = float(np.sum(paid[ok]))
             out["user_median_price"] = float(np.median(price[ok]))
-        return out
+        return out, int(ev.stamp.min()), int(ev.stamp.max())
 
     def _attributes(self, items: np.ndarray, new: NewItems | None) -> _Attributes:
         """Item features, price, category and brand codes per candidate."""
@@ -435,83 +570,27 @@ class OnlineRanker:
         }
         return np.column_stack([values[name] for name in ITEM_FEATURES]).astype(np.float64)
 
-    def _pair_features(
-        self,
-        ev: _UserEvents,
-        age: np.ndarray,
-        items: np.ndarray,
-        attrs: _Attributes,
-        median: float,
-    ) -> dict[str, np.ndarray]:
-        n = len(items)
-        known = ev.item >= 0
-        k_item, k_age, k_basket = ev.item[known], age[known], ev.basket[known]
-        baskets = np.zeros(n)
-        since = np.full(n, np.nan)
-        gap = np.full(n, np.nan)
-        if len(k_item) and n:
-            # per candidate: its distinct baskets, and the youngest and oldest of its events
-            back = np.argsort(items, kind="stable")
-            sorted_items = items[back]
-            pos = np.minimum(np.searchsorted(sorted_items, k_item), n - 1)
-            hit = sorted_items[pos] == k_item
-            at, h_age, h_basket = back[pos[hit]], k_age[hit], k_basket[hit]
-            if len(at):
-                pairs = np.unique(np.stack([at, h_basket]), axis=1)
-                count = np.bincount(pairs[0], minlength=n)
-                young = np.full(n, np.inf)
-                old = np.full(n, -np.inf)
-                np.minimum.at(young, at, h_age)
-                np.maximum.at(old, at, h_age)
-                touched = count > 0
-                baskets[touched] = count[touched]
-                since[touched] = young[touched]
-                again = count > 1
-                gap[again] = (old[again] - young[again]) / (count[again] - 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            due = since / gap
-            vs_user = attrs.price / (median if median > 0 else np.nan)
-        share_c, since_c = self._group(self.category_code, k_item, k_age, attrs.category)
-        share_b, _ = self._group(self.brand_code, k_item, k_age, attrs.brand)
-        return {
-            "ui_baskets": baskets,
-            "ui_days_since": since,
-            "ui_mean_gap_days": gap,
-            "ui_due": due,
-            "price_vs_user": vs_user,
-            "category_share": share_c,
-            "category_days_since": since_c,
-            "brand_share": share_b,
-        }
-
     @staticmethod
     def _group(
-        codes: np.ndarray, k_item: np.ndarray, k_age: np.ndarray, cand: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Share of the user's known events in each candidate's group (`cand`: the
-        candidates' group codes), and days since the last one."""
-        n = len(cand)
-        total = max(len(k_item), 1)
-        share = np.zeros(n)
-        since = np.full(n, np.nan)
-        if len(k_item) and n:
-            ev_group = codes[k_item]
-            mine = ev_group >= 0
-            groups, mine_age = ev_group[mine], k_age[mine]
-            if len(groups):
-                width = int(max(groups.max(), cand.max(initial=-1))) + 1
-                count = np.bincount(groups, minlength=width)
-                youngest = np.full(width, np.nan)
-                order = np.lexsort((mine_age, groups))
-                first = np.unique(groups[order], return_index=True)[1]
-                youngest[groups[order][first]] = mine_age[order][first]
-                where = cand >= 0
-                hits = where.copy()
-                hits[where] = count[cand[where]] > 0
-                share[hits] = count[cand[hits]] / total
-                since[hits] = youngest[cand[hits]]
-        share[cand < 0] = np.nan
-        return share, since
+        codes: np.ndarray, k_item: np.ndarray, k_stamp: np.ndarray, cand: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates (`cand`: their group codes) whose group the user has known events
+        in, the share of those events in it, and the stamp of the newest of them."""
+        none = np.zeros(0, np.int64)
+        if not (len(k_item) and len(cand)):
+            return none, np.zeros(0), none
+        ev_group = codes[k_item]
+        mine = ev_group >= 0
+        groups, mine_stamp = ev_group[mine], k_stamp[mine]
+        if not len(groups):
+            return none, np.zeros(0), none
+        width = int(max(groups.max(), cand.max(initial=-1))) + 1
+        count = np.bincount(groups, minlength=width)
+        newest = np.full(width, np.iinfo(np.int64).min)
+        np.maximum.at(newest, groups, mine_stamp)
+        hits = np.flatnonzero(cand >= 0)
+        hits = hits[count[cand[hits]] > 0]
+        return hits, count[cand[hits]] / len(k_item), newest[cand[hits]]
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(
@@ -536,13 +615,17 @@ class OnlineRanker:
         this request's); the request generates them otherwise, and keeps them.
         """
         now = self.cutoff_ns if now_ns is None else max(int(now_ns), self.cutoff_ns)
-        events = self.user_events(user_id, fresh, now)
-        requests, cands, hit = self._generated(cache_as, user_id, events, extra_history)
+        since = self._since(fresh, now)
+        generated, hit = self._generated(cache_as, user_id, since, extra_history)
+        requests, cands, facts = generated
+        grown = False
         if pool is not None and len(pool):
-            cands = _with_pool(cands, np.asarray(pool, np.int64))
+            cands, grown = _with_pool(cands, np.asarray(pool, np.int64)), True
         if new is not None and len(new):
-            cands = self._with_new(cands, requests, new)
-        x = self.features(cands, events, now, context, new)
+            cands, grown = self._with_new(cands, requests, new), True
+        if grown:  # the kept facts are those of the generated rows only
+            facts = self.event_facts(cands, self._joined(user_id, since), new)
+        x = self.timed_features(cands, facts, now, context, new)
         raw = (
             # one thread: a few hundred rows cost less than waking a second one
             self.booster.predict(x, num_iteration=self.best_iteration, num_threads=1)
@@ -656,3 +739,16 @@ def _row(cols: np.ndarray, vals: np.ndarray, n_items: int) -> sp.csr_matrix:
     return sp.csr_matrix(
         (vals, cols, np.asarray([0, len(cols)], np.int32)), shape=(1, n_items), copy=False
     )
+
+
+def _shares(rows: np.ndarray, shares: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per candidate, the user's share of events in its group: 0 none, NaN no group."""
+    out = np.zeros(len(codes))
+    out[rows] = shares
+    out[codes < 0] = np.nan
+    return out
+
+
+def _ages(now_ns: int, stamps: np.ndarray) -> np.ndarray:
+    """Days from each stamp to `now_ns`, as `FeatureBuilder` counts them."""
+    return (now_ns - stamps).astype(np.float64) / DAY_NS

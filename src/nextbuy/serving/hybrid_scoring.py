@@ -175,11 +175,12 @@ def personal_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int
             found = hybrid.reasons_of(shopper.user_id)
             return {i: _plain(found[i]) for i in items if i in found}
         return {}
-    rows = {int(c): r for r, c in enumerate(ranked.catalog_items.tolist())}
-    wanted = [(i, rows[i]) for i in items if i in rows]
-    if not wanted:
+    listed = np.asarray(items, np.int64)
+    at = _rows_of(ranked.catalog_items, listed)
+    known = at >= 0
+    if not known.any():
         return {}
-    positions = np.asarray([r for _, r in wanted], np.int64)
+    explained, positions = listed[known].tolist(), at[known]
     online = hybrid.online
     x = ranked.scored.features[positions]
     contributions = occlusion_contributions(
@@ -187,9 +188,21 @@ def personal_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int
     )
     cands = ranked.scored.candidates
     origins = [cands.generators[g] for g in np.argmin(cands.ranks[positions], axis=1)]
-    facts = _facts(live, shopper, [i for i, _ in wanted], x, online.feature_order)
+    facts = _facts(live, shopper, explained, x, online.feature_order)
     found = reasons(contributions, online.feature_order, facts, origins)
-    return {i: _plain(r.text) for (i, _), r in zip(wanted, found, strict=True)}
+    return {i: _plain(r.text) for i, r in zip(explained, found, strict=True)}
+
+
+def _rows_of(candidates: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each item's row among the (distinct) candidates, -1 where it is none of them."""
+    out = np.full(len(items), -1, np.int64)
+    if not len(candidates):
+        return out
+    order = np.argsort(candidates, kind="stable")
+    at = order[np.minimum(np.searchsorted(candidates, items, sorter=order), len(candidates) - 1)]
+    hit = candidates[at] == items
+    out[hit] = at[hit]
+    return out
 
 
 def occlusion_contributions(
@@ -204,7 +217,9 @@ def occlusion_contributions(
     copied: its contribution is 0."""
     n, width = x.shape
     # rtol: the mean of equal values may round in the last bit
-    same = np.isclose(x, baseline[None, :], rtol=1e-9, atol=0.0, equal_nan=True).all(axis=0)
+    with np.errstate(invalid="ignore"):  # np.isclose's checks cost more than these rows
+        close = np.abs(x - baseline) <= 1e-9 * np.abs(baseline)
+    same = (close | (x == baseline) | (np.isnan(x) & np.isnan(baseline))).all(axis=0)
     varies = np.flatnonzero(~same)
     copies = np.repeat(x[:, None, :], len(varies), axis=1)
     copies[:, np.arange(len(varies)), varies] = baseline[varies][None, :]
