@@ -303,14 +303,22 @@ def cells(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
 
 
 def row_products(matrix: sp.csr_matrix, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(matrix[rows] @ matrix[others].T) as a dense array, for a handful of rows."""
+    """(matrix[rows] @ matrix[others].T) as a dense array, for a handful of rows; only the
+    columns `others` use are laid out (a dense row of the whole vocabulary per anchor costs
+    more than the products)."""
     row, col, value = entries(matrix, others)
-    dense = np.zeros((len(others), matrix.shape[1]))
-    np.add.at(dense, (row, col), value)
+    used = np.unique(col)
+    dense = np.zeros((len(others), len(used)))
+    np.add.at(dense, (row, np.searchsorted(used, col)), value)
     row, col, value = entries(matrix, rows)
     out = np.zeros((len(rows), len(others)))
+    if not len(used):
+        return out
+    at = np.minimum(np.searchsorted(used, col), len(used) - 1)
+    shared = used[at] == col
+    row, at, value = row[shared], at[shared], value[shared]
     for j in range(len(others)):
-        out[:, j] = np.bincount(row, weights=value * dense[j, col], minlength=len(rows))
+        out[:, j] = np.bincount(row, weights=value * dense[j, at], minlength=len(rows))
     return out
 
 
