@@ -57,6 +57,9 @@ def main() -> None:
     state = ServingState(load_settings(Path("nextbuy.toml")))
     state.check_model()
     live = state.current()
+    # every request generates its candidates, as the rows below say: the same shoppers come
+    # back run after run and would otherwise find what an earlier run generated
+    live.model.model.online.generated.max_entries = 0
     n = args.requests
     users = [str(u) for u in live.model.data.user_ids[:n]]
     items = [str(i) for i in live.model.data.item_ids]
