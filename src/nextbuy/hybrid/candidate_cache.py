@@ -29,8 +29,8 @@ class _Entry(Generic[Kept]):
 
 
 class CandidateCache(Generic[Kept]):
-    """The history rows and candidate sets of the `max_entries` most recently active
-    shoppers; thread-safe."""
+    """What was generated (history rows, candidates, event facts) for the `max_entries`
+    most recently active shoppers; thread-safe."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
