@@ -258,3 +258,34 @@ def test_cells_and_row_products_equal_scipys_fancy_indexing() -> None:
     others = np.asarray([3, 7, 50, 120])
     expected = (matrix[rows] @ matrix[others].T).toarray()
     np.testing.assert_allclose(row_products(matrix, rows, others), expected, rtol=1e-6)
+
+
+def test_occlusion_skips_features_no_tree_splits_on_with_the_same_contributions() -> None:
+    import lightgbm as lgb
+
+    from nextbuy.serving.hybrid_scoring import occlusion_contributions
+
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(400, 4))
+    train[:, 2] = 1.0  # constant while training: no tree can split on it
+    target = 2 * train[:, 0] - train[:, 1] + 0.1 * rng.normal(size=400)
+    params = {"verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(train, target), num_boost_round=20)
+    split = booster.feature_importance("split") > 0
+    assert not split[2] and split[0] and split[1]
+    x = rng.normal(size=(10, 4))  # the unsplit feature varies between these rows
+    baseline = x.mean(axis=0)
+
+    class Counted:
+        rows = 0
+
+        def predict(self, data: np.ndarray, **options: object) -> np.ndarray:
+            Counted.rows += len(data)
+            return booster.predict(data, **options)
+
+    every = occlusion_contributions(Counted(), x, baseline, None)
+    copied, Counted.rows = Counted.rows, 0
+    skipped = occlusion_contributions(Counted(), x, baseline, None, split)
+    np.testing.assert_array_equal(skipped, every)
+    assert (every[:, 2] == 0).all() and (every[:, 0] != 0).any()
+    assert Counted.rows == copied - len(x)  # one copy of each row fewer: feature 2's

@@ -159,6 +159,9 @@ class OnlineRanker:
         self.weights = self.config.event_weights()
         self.booster = ranker.booster
         self.best_iteration = ranker._best()
+        # features some tree splits on: the others cannot move a score (explanations skip them)
+        split = self.booster.feature_importance("split", iteration=self.best_iteration)
+        self.split_features = np.asarray(split) > 0
         self.feature_order = list(ranker.features)
         builder = stage.features
         self.builder = builder

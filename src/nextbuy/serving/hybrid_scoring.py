@@ -184,7 +184,11 @@ def personal_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int
     online = hybrid.online
     x = ranked.scored.features[positions]
     contributions = occlusion_contributions(
-        online.booster, x, ranked.scored.features.mean(axis=0), online.best_iteration
+        online.booster,
+        x,
+        ranked.scored.features.mean(axis=0),
+        online.best_iteration,
+        online.split_features,
     )
     cands = ranked.scored.candidates
     origins = [cands.generators[g] for g in np.argmin(cands.ranks[positions], axis=1)]
@@ -206,7 +210,11 @@ def _rows_of(candidates: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 def occlusion_contributions(
-    booster: Any, x: np.ndarray, baseline: np.ndarray, best_iteration: int | None
+    booster: Any,
+    x: np.ndarray,
+    baseline: np.ndarray,
+    best_iteration: int | None,
+    split: np.ndarray | None = None,
 ) -> np.ndarray:
     """(rows, features): how much the ranker's score drops when one feature takes its
     baseline value (the mean over this request's candidates). LightGBM's exact TreeSHAP
@@ -214,13 +222,14 @@ def occlusion_contributions(
     signal named differs from TreeSHAP's on about a third of items (measured on the
     sample); trained users' precomputed lists keep TreeSHAP reasons. A feature already at
     its baseline in every row (the shopper's own numbers, the request's context) is not
-    copied: its contribution is 0."""
+    copied, nor one no tree splits on (`split`: per feature, whether any tree up to
+    `best_iteration` does): their contribution is exactly 0."""
     n, width = x.shape
     # rtol: the mean of equal values may round in the last bit
     with np.errstate(invalid="ignore"):  # np.isclose's own checks cost more than ten rows do
         close = np.abs(x - baseline) <= 1e-9 * np.abs(baseline)
     same = (close | (x == baseline) | (np.isnan(x) & np.isnan(baseline))).all(axis=0)
-    varies = np.flatnonzero(~same)
+    varies = np.flatnonzero(~same if split is None else ~same & split)
     copies = np.repeat(x[:, None, :], len(varies), axis=1)
     copies[:, np.arange(len(varies)), varies] = baseline[varies][None, :]
     both = np.concatenate([x, copies.reshape(n * len(varies), width)])
