@@ -115,7 +115,8 @@ def validate(events: list[EventIn], settings: Settings) -> pd.DataFrame:
     valid = clean_rows(events, settings, now_ms)
     if valid is None:
         valid = checked_rows(events, settings, now_ms)
-    return valid.assign(event_key=keys_for(valid))
+    valid["event_key"] = keys_for(valid)  # the frame is this call's own: no copy (~0.2 ms)
+    return valid
 
 
 def checked_rows(events: list[EventIn], settings: Settings, now_ms: int) -> pd.DataFrame:
@@ -270,7 +271,7 @@ API_KEYS = ApiKeys()
 def keys_for(valid: pd.DataFrame) -> np.ndarray:
     """Store keys: a hash of event_id when given (a re-send is a duplicate), else a fresh
     API key (file imports key by (file, line), which would make two API calls collide)."""
-    fresh = valid["event_id"].isna().to_numpy()
+    fresh = pd.isna(valid["event_id"].to_numpy())  # Series.isna costs ~0.2 ms more per call
     if fresh.all():  # the usual case for tracking: no event ids to hash
         return API_KEYS.take(len(fresh))
     keys = event_keys(valid.assign(line=np.arange(len(valid))), 0)
