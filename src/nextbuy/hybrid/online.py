@@ -387,28 +387,17 @@ class OnlineRanker:
         return np.array(model._score(rows), dtype=np.float32)
 
     # -- features --------------------------------------------------------------------------------
-    def features(
-        self,
-        candidates: CandidateSet,
-        events: _UserEvents,
-        now_ns: int,
-        context: RequestContext | None = None,
-        new: NewItems | None = None,
-    ) -> np.ndarray:
-        """(n, n_features) float64 in the ranker's column order; `FeatureBuilder.build`'s
-        values for the same candidates, events and request time. Candidate items past the
-        stage's (n_items + j) are `new`'s j-th item."""
-        facts = self.event_facts(candidates, events, new)
-        return self.timed_features(candidates, facts, now_ns, context, new)
-
     def event_facts(
         self, candidates: CandidateSet, events: _UserEvents, new: NewItems | None = None
     ) -> EventFacts:
         """What the features read of the shopper's events for these candidates, times kept
-        as stamps: the costly half of the features, computed once per candidate set."""
+        as stamps: the costly half of the features, computed once per candidate set.
+        With `timed_features`, `FeatureBuilder.build`'s values for the same candidates,
+        events and request time; candidate items past the stage's (n_items + j) are `new`'s
+        j-th item."""
         items = candidates.items
         n = len(items)
-        attrs = self._attributes(items, new)
+        category, brand = self._group_codes_of(items, new)
         user, first, last = self._user_facts(events)
         known = events.item >= 0
         k_item, k_stamp, k_basket = events.item[known], events.stamp[known], events.basket[known]
@@ -430,8 +419,8 @@ class OnlineRanker:
                 np.minimum.at(oldest_of, at, h_stamp)
                 touched = np.flatnonzero(count > 0)
                 baskets, newest, oldest = count[touched], newest_of[touched], oldest_of[touched]
-        in_c, share_c, stamp_c = self._group(self.category_code, k_item, k_stamp, attrs.category)
-        in_b, share_b, _ = self._group(self.brand_code, k_item, k_stamp, attrs.brand)
+        in_c, share_c, stamp_c = self._group(self.category_code, k_item, k_stamp, category)
+        in_b, share_b, _ = self._group(self.brand_code, k_item, k_stamp, brand)
         return EventFacts(
             user,
             first,
@@ -455,8 +444,9 @@ class OnlineRanker:
         context: RequestContext | None = None,
         new: NewItems | None = None,
     ) -> np.ndarray:
-        """The feature rows of `event_facts` at the request's time and context: event times
-        become ages here, so facts computed ahead give the request's very values."""
+        """(n, n_features) float64 in the ranker's column order: `event_facts` at the
+        request's time and context. Event times become ages here, so facts computed ahead
+        give the request's very values."""
         items = candidates.items
         n = len(items)
         attrs = self._attributes(items, new)
@@ -531,14 +521,10 @@ class OnlineRanker:
 
     def _attributes(self, items: np.ndarray, new: NewItems | None) -> _Attributes:
         """Item features, price, category and brand codes per candidate."""
+        category, brand = self._group_codes_of(items, new)
         inside = items < self.n_items
         if inside.all():
-            return _Attributes(
-                self.item_table[items],
-                self.price[items],
-                self.category_code[items],
-                self.brand_code[items],
-            )
+            return _Attributes(self.item_table[items], self.price[items], category, brand)
         assert new is not None
         at = items[~inside] - self.n_items
         safe = np.where(inside, items, 0)
@@ -546,11 +532,23 @@ class OnlineRanker:
         table[~inside] = self._new_item_table(new)[at]
         price = np.where(inside, self.price[safe], 0.0)
         price[~inside] = new.price[at]
+        return _Attributes(table, price, category, brand)
+
+    def _group_codes_of(
+        self, items: np.ndarray, new: NewItems | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Category and brand codes per candidate (-1 none)."""
+        inside = items < self.n_items
+        if inside.all():
+            return self.category_code[items], self.brand_code[items]
+        assert new is not None
+        at = items[~inside] - self.n_items
+        safe = np.where(inside, items, 0)
         category = self.category_code[safe]
         category[~inside] = [self.category_of.get(c, -1) for c in new.category[at]]
         brand = self.brand_code[safe]
         brand[~inside] = [self.brand_of.get(b, -1) for b in new.brand[at]]
-        return _Attributes(table, price, category, brand)
+        return category, brand
 
     def _new_item_table(self, new: NewItems) -> np.ndarray:
         """`ITEM_FEATURES` of items nobody has bought yet, as the builder gives a catalogue

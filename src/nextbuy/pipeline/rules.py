@@ -310,7 +310,7 @@ class Promote:
         held: list[int] = []
         joining: list[int] = []
         pinned = cands.pinned
-        for item, at in zip(ids.tolist(), _positions_in(cands.items, ids).tolist(), strict=True):
+        for item, at in zip(ids.tolist(), positions_in(cands.items, ids).tolist(), strict=True):
             if at < 0:
                 joining.append(item)
             elif pinned is None or not pinned[at]:
@@ -687,7 +687,7 @@ def _isin_sorted(items: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == items
 
 
-def _positions_in(items: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def positions_in(items: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Position of each `wanted` item (a handful) in `items`, or -1."""
     if len(items) == 0:
         return np.full(len(wanted), -1, np.int64)

@@ -31,6 +31,7 @@ from nextbuy.models import Recommender
 from nextbuy.models.base import entries
 from nextbuy.models.content_model import ContentModel
 from nextbuy.models.hybrid_model import CONTENT_SIMILARITY_WEIGHT, HybridModel
+from nextbuy.pipeline.rules import positions_in
 from nextbuy.serving.scoring import best_of
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def personal_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int
             return {i: _plain(found[i]) for i in items if i in found}
         return {}
     listed = np.asarray(items, np.int64)
-    at = _rows_of(ranked.catalog_items, listed)
+    at = positions_in(ranked.catalog_items, listed)
     known = at >= 0
     if not known.any():
         return {}
@@ -195,18 +196,6 @@ def personal_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int
     facts = _facts(live, shopper, explained, x, online.feature_order)
     found = reasons(contributions, online.feature_order, facts, origins)
     return {i: _plain(r.text) for i, r in zip(explained, found, strict=True)}
-
-
-def _rows_of(candidates: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Each item's row among the (distinct) candidates, -1 where it is none of them."""
-    out = np.full(len(items), -1, np.int64)
-    if not len(candidates):
-        return out
-    order = np.argsort(candidates, kind="stable")
-    at = order[np.minimum(np.searchsorted(candidates, items, sorter=order), len(candidates) - 1)]
-    hit = candidates[at] == items
-    out[hit] = at[hit]
-    return out
 
 
 def occlusion_contributions(
