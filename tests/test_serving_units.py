@@ -111,6 +111,15 @@ def test_the_quick_path_for_clean_events_types_them_exactly_as_the_import_does(
             "event_type": kinds[i % len(kinds)],
             "timestamp": [None, 1_700_000_000 + i, 1_700_000_000_123.0 + i, 1.7e9 + 0.5][i % 4],
         }
+        if i % 9 == 0:  # plain ISO 8601, as trackers send it
+            event["timestamp"] = [
+                f"2026-11-{1 + i % 28:02d}T10:{i % 60:02d}:05Z",
+                f"2024-02-29T23:59:59.{i:03d}+05:30",
+                f"2025-06-30 00:00:00.{i:06d}",
+                f"1970-01-01T00:00:00.{i % 10}-01:00",
+                f"2031-12-31T23:59:{i % 60:02d}.999999Z",
+                f"1970-01-01T00:30:00.{i:04d}5+01:00",  # before 1970 in UTC: floored
+            ][(i // 9) % 6]
         if i % 5:
             event["user_id"] = f"u{i % 17}"
         if i % 5 == 0 or i % 7 == 0:
@@ -131,6 +140,9 @@ def test_the_quick_path_for_clean_events_types_them_exactly_as_the_import_does(
     pd.testing.assert_frame_equal(quick, reference)
     for odd in (
         {"item_id": "i", "event_type": "view", "session_id": "s", "timestamp": "2024-01-01"},
+        {"item_id": "i", "event_type": "view", "user_id": "u", "timestamp": "2024-13-01T00:00:00"},
+        {"item_id": "i", "event_type": "view", "user_id": "u", "timestamp": "1969-12-31T23:59:59"},
+        {"item_id": "i", "event_type": "view", "user_id": "u", "timestamp": "yesterday"},
         {"item_id": "i", "event_type": "teleport", "user_id": "u"},
         {"item_id": " ", "event_type": "view", "user_id": "u"},
         {"item_id": "i", "event_type": "view"},
