@@ -6,12 +6,14 @@ on the 5,000 most-bought items). Server pinned to one core, load generator to th
 1. a view event is posted for each of 5,000 shoppers, so each of their home pages runs the
    pipeline (candidate generators on the trained history plus the new event, unless the
    server generated them when the event arrived; features, LightGBM, rules, reasons);
-2. their home pages (k=10) closed loop (wrk, one connection) and open loop at a fixed rate
-   (latency from the scheduled send time), with the server generating on the request and
-   generating ahead; then pages 0.2 s after each shopper's event, events arriving throughout;
-   each measurement also reads the server's own latency histogram (/metrics) for the pages;
+2. their home pages (k=10) closed loop (wrk, one connection) and open loop (Poisson arrivals),
+   with the server generating on the request and generating ahead; then pages 0.2 s after
+   each shopper's event, events arriving throughout, alone and among the serving benchmark's
+   200 pages/s of trained users and unknown visitors; each measurement also reads the
+   server's own latency histogram (/metrics) for the pages;
 3. in-process, each stage of `OnlineRanker.score` (medians over 1,000 requests).
 Usage: python benchmarks/bench_hybrid_serving.py [--seconds 30] [--runs 3] [--rate 50]
+       [--event-rate 20] [--shop-rate 200]
 Writes the "hybrid-serving" section of BENCHMARKS.md.
 """
 
@@ -30,6 +32,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +46,11 @@ from bench_serving import (
     N_ITEMS,
     N_USERS,
     PORT,
+    Connection,
     _one_request,
     connection_pool,
     import_shop,
     keep_trained_store,
-    open_loop,
     parse_wrk,
     start_server,
     wrk,
@@ -140,8 +144,9 @@ def trivial_endpoint(args: argparse.Namespace) -> tuple[float, ...]:
         [*command, f"http://127.0.0.1:{PORT}/healthz"], capture_output=True, text=True
     ).stdout
     closed = _percentiles(output)["p50"]
-    millis, _ = asyncio.run(open_loop(args.rate, 10, ["-"], 0.0, template="/healthz"))
-    return (closed, float(np.percentile(millis, 50)))
+    plan = pages_plan(args.rate, 10, ["-"], "health", 0, template="/healthz")
+    traffic = asyncio.run(paced(plan, 0))
+    return (closed, float(np.percentile(traffic.pages["health"], 50)))
 
 
 def _percentiles(output: str) -> dict[str, float]:
@@ -218,47 +223,92 @@ async def _post_event(
     return int(answer.split(b" ", 2)[1])
 
 
-async def event_then_request(
-    rate: float, seconds: float, shoppers: list[str], items: list[str], delay: float
-) -> tuple[np.ndarray, int]:
-    """At `rate` per second: a view event for a shopper, then `delay` s later their home
-    page; latency of the page from its scheduled time. The page is the shopper's next one
-    after something they did, as in a shop."""
+@dataclass
+class Traffic:
+    """What an open-loop run measured: page latencies (ms) by kind, event POST latencies,
+    errors, and how late the client's own timer fired (ms; excluded from the latencies)."""
+
+    pages: dict[str, list[float]] = field(default_factory=dict)
+    posts: list[float] = field(default_factory=list)
+    errors: int = 0
+    late: list[float] = field(default_factory=list)
+
+
+def arrivals(rate: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson arrival times in [0, seconds): independent shoppers, as in a shop (an even
+    grid would make some streams collide on every tick and others never)."""
+    if rate <= 0:
+        return np.zeros(0)
+    gaps = rng.exponential(1.0 / rate, int(rate * seconds * 1.5) + 20)
+    times = np.cumsum(gaps)
+    return times[times < seconds]
+
+
+async def paced(plan: list[tuple[float, str, str, str | None]], page_delay: float) -> Traffic:
+    """Run `plan` open loop: (seconds from start, kind, path, item). An item means a view of
+    it is posted for the user first and their page (`path`) is asked `page_delay` s later.
+    A latency counts from the moment the client's timer fired, so a late wake-up of this
+    Python client is not charged to the server (it is kept in `late`); a wait for a free
+    connection is, so a stalled server still shows."""
     pairs, free = await connection_pool()
-    rng = np.random.default_rng(3)
-    latencies: list[float] = []
-    errors = 0
+    traffic = Traffic()
     start = time.perf_counter() + 0.2
 
-    async def one(at: float, user: str, item: str) -> None:
-        nonlocal errors
-        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+    async def at(moment: float) -> float:
+        await asyncio.sleep(max(0.0, start + moment - time.perf_counter()))
+        woke = time.perf_counter()
+        traffic.late.append((woke - start - moment) * 1000)
+        return woke
+
+    async def ask(kind: str, send: Callable[[Connection], Awaitable[int]], sent: float) -> None:
         pair = await free.get()
         try:
-            errors += await _post_event(*pair, user, item) != 200
-        finally:
-            free.put_nowait(pair)
-        page = at + delay
-        await asyncio.sleep(max(0.0, page - time.perf_counter()))
-        pair = await free.get()
-        try:
-            status = await _one_request(*pair, HOME.format(user=user))
+            status = await send(pair)
         except (OSError, asyncio.IncompleteReadError):
             status = 0
         free.put_nowait(pair)
-        latencies.append(time.perf_counter() - page)
-        errors += status != 200
+        took = (time.perf_counter() - sent) * 1000
+        (traffic.posts if kind == "post" else traffic.pages.setdefault(kind, [])).append(took)
+        traffic.errors += status != 200
 
-    tasks = [
-        asyncio.create_task(
-            one(start + n / rate, shoppers[rng.integers(len(shoppers))], str(rng.choice(items)))
-        )
-        for n in range(int(rate * seconds))
-    ]
-    await asyncio.gather(*tasks)
+    async def one(moment: float, kind: str, path: str, item: str | None) -> None:
+        if item is not None:
+            user = path.split("/")[3]
+            await ask("post", lambda pair: _post_event(*pair, user, item), await at(moment))
+            moment += page_delay
+        await ask(kind, lambda pair: _one_request(*pair, path), await at(moment))
+
+    await asyncio.gather(*(asyncio.create_task(one(*step)) for step in plan))
     for _, writer in pairs:
         writer.close()
-    return np.asarray(latencies) * 1000, errors
+    return traffic
+
+
+def pages_plan(
+    rate: float, seconds: float, users: list[str], kind: str, seed: int, template: str = HOME
+) -> list[tuple[float, str, str, str | None]]:
+    """Home pages of random `users` arriving at `rate` per second."""
+    rng = np.random.default_rng(seed)
+    return [
+        (float(t), kind, template.format(user=users[rng.integers(len(users))]), None)
+        for t in arrivals(rate, seconds, rng)
+    ]
+
+
+def events_plan(
+    rate: float, seconds: float, shoppers: list[str], items: list[str], seed: int
+) -> list[tuple[float, str, str, str | None]]:
+    """Views arriving at `rate` per second, each followed by that shopper's home page."""
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            float(t),
+            "after event",
+            HOME.format(user=shoppers[rng.integers(len(shoppers))]),
+            str(items[rng.integers(len(items))]),
+        )
+        for t in arrivals(rate, seconds, rng)
+    ]
 
 
 def _served_ahead(before: dict[str, float]) -> float:
@@ -284,7 +334,7 @@ def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
             post_events(shoppers, items)
             if mode == "ahead":
                 wait_for_generation()
-            asyncio.run(open_loop(args.rate, 3, trained, unknown_share=0.0))  # warm-up
+            asyncio.run(paced(pages_plan(args.rate, 3, trained, "warm-up", 0), 0))
             if mode == "ahead":
                 out["floor"] = [trivial_endpoint(args)]
             _measure(args, mode, shoppers, trained, items, out)
@@ -325,22 +375,44 @@ def _measure(
             continue
         for name, users in (("ahead", shoppers), ("precomputed", trained)):
             counts, pages = candidate_counts(), page_histogram()
-            millis, errors = asyncio.run(
-                open_loop(args.rate, args.seconds, users, unknown_share=0.0)
-            )
-            keep(
-                f"open {name}",
-                (*np.percentile(millis, [50, 95, 99]), errors, len(millis)),
-                counts,
-                pages,
-            )
+            traffic = asyncio.run(paced(pages_plan(args.rate, args.seconds, users, name, 1), 0))
+            keep(f"open {name}", _row(traffic.pages[name], traffic), counts, pages)
         counts, pages = candidate_counts(), page_histogram()
-        millis, errors = asyncio.run(
-            event_then_request(args.event_rate, args.seconds, shoppers, items, args.page_delay)
+        plan = events_plan(args.event_rate, args.seconds, shoppers, items, 3)
+        traffic = asyncio.run(paced(plan, args.page_delay))
+        keep("open event", _row(traffic.pages["after event"], traffic), counts, pages)
+        counts, pages = candidate_counts(), page_histogram()
+        traffic = asyncio.run(paced(shop_plan(args, shoppers, trained, items), args.page_delay))
+        everything = [ms for kind in traffic.pages.values() for ms in kind]
+        keep("open shop", _row(everything, traffic), counts, pages)
+        # the server's histogram does not tell the pipeline pages from the rest
+        row = _row(traffic.pages["after event"], traffic)
+        out.setdefault("open shop-events", []).append(
+            (*row, _served_ahead(counts), math.nan, math.nan)
         )
-        keep(
-            "open event", (*np.percentile(millis, [50, 95, 99]), errors, len(millis)), counts, pages
-        )
+        print(f"  of which after an event: p50 {row[0]:.2f} ms, p99 {row[2]:.2f}")
+        out.setdefault("late", []).append((float(np.percentile(traffic.late, 99)),))
+        out.setdefault("posts", []).append(tuple(np.percentile(traffic.posts, [50, 99])))
+
+
+def shop_plan(
+    args: argparse.Namespace, shoppers: list[str], trained: list[str], items: list[str]
+) -> list[tuple[float, str, str, str | None]]:
+    """The serving benchmark's load, `args.shop_rate` home pages/s (a tenth of them unknown
+    visitors), with views arriving at `args.event_rate`/s among them, each followed by the
+    shopper's page: the pages of shoppers who just did something run the pipeline."""
+    unknown = [f"new-{n}" for n in range(100_000)]
+    rest = args.shop_rate * 0.9 - args.event_rate
+    return sorted(
+        pages_plan(rest, args.seconds, trained, "trained", 4)
+        + pages_plan(args.shop_rate * 0.1, args.seconds, unknown, "unknown", 5)
+        + events_plan(args.event_rate, args.seconds, shoppers, items, 6)
+    )
+
+
+def _row(millis: list[float], traffic: Traffic) -> tuple[float, ...]:
+    """(p50, p95, p99, errors, requests) of these pages."""
+    return (*np.percentile(millis, [50, 95, 99]), float(traffic.errors), float(len(millis)))
 
 
 def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
@@ -412,6 +484,9 @@ def main() -> None:
     parser.add_argument(
         "--page-delay", type=float, default=0.2, help="seconds from an event to the next page"
     )
+    parser.add_argument(
+        "--shop-rate", type=float, default=200.0, help="home pages/s of the mixed shop load"
+    )
     parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args()
     build_project()
@@ -420,6 +495,10 @@ def main() -> None:
     http = over_http(args)
     stages = stage_shares()
     write_report(http, stages, args)
+
+
+def _share(value: float) -> str:
+    return " | –" if math.isnan(value) else f" | {value:.1%}"
 
 
 def write_report(
@@ -434,6 +513,9 @@ def write_report(
         "precomputed": "trained user, nothing new: the list precomputed at training",
         "event": f"{args.event_rate:g} view events/s, each shopper's home page "
         f"{args.page_delay:g} s after their event",
+        "shop": f"{args.shop_rate:g} home pages/s: the row above among pages of trained users "
+        "and unknown visitors (10%), all pages",
+        "shop-events": "… of which the pages after an event (the pipeline)",
     }
     head = (
         "| path | p50 | {} | p99 | in the server: ≤ 5 ms | ≤ 10 ms | {} | generated ahead | runs |"
@@ -442,10 +524,12 @@ def write_report(
     closed = [head.format("p90", "requests"), rule]
     opened = [head.format("p95", "errors"), rule]
     floor = http.pop("floor")[0]
+    late = med(r[0] for r in http.pop("late"))
+    posts = http.pop("posts")
     for key, runs in http.items():
         kind, name = key.split(" ", 1)
         cells = " | ".join(f"{med(r[i] for r in runs):.2f} ms" for i in range(3))
-        cells += "".join(f" | {med(r[i] for r in runs):.1%}" for i in (6, 7))
+        cells += "".join(_share(med(r[i] for r in runs)) for i in (6, 7))
         ahead = "–" if name == "precomputed" else f"{med(r[5] for r in runs):.1%}"
         if kind == "closed":
             total = f"{sum(r[4] for r in runs):,.0f}"
@@ -496,13 +580,17 @@ def write_report(
             "",
             *closed,
             "",
-            f"Over HTTP, open loop at {args.rate:.0f} requests/s (latency from the scheduled "
-            f"send time, {args.seconds} s per run). On this virtual machine the Python load "
-            "generator and the wake-ups of a lightly loaded server add to every request: "
+            f"Over HTTP, open loop ({args.seconds} s per run): requests arrive at random "
+            f"(Poisson) at {args.rate:.0f} pages/s for the first two rows, then events at "
+            f"{args.event_rate:g}/s, each followed by the shopper's page, alone and among "
+            f"{args.shop_rate:g} pages/s (the serving benchmark's load). The server stores the "
+            "events, generates candidates in the background and serves pages at once. A "
+            "latency counts from the moment the Python client's timer fires (it fires up to "
+            f"{late:.2f} ms late at the p99, not charged to the server) and includes any wait "
+            "for a free connection. On this machine the client itself adds to every request: "
             f"/healthz answers in {floor[0]:.2f} ms (p50) under wrk and {floor[1]:.2f} ms "
-            "under this client (the server's own figures exclude the client). The last row "
-            "posts events and asks for each shopper's page a moment later, so the server "
-            "stores events, generates candidates in the background and serves pages at once:",
+            "under this client. Event POSTs during the shop load: "
+            f"p50 {med(r[0] for r in posts):.2f} ms, p99 {med(r[1] for r in posts):.2f} ms.",
             "",
             *opened,
         ]
