@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -146,7 +147,7 @@ def trivial_endpoint(args: argparse.Namespace) -> tuple[float, ...]:
     closed = _percentiles(output)["p50"]
     plan = pages_plan(args.rate, 10, ["-"], "health", 0, template="/healthz")
     traffic = asyncio.run(paced(plan, 0))
-    return (closed, float(np.percentile(traffic.pages["health"], 50)))
+    return (closed, float(np.percentile(traffic.latencies["health"], 50)))
 
 
 def _percentiles(output: str) -> dict[str, float]:
@@ -223,14 +224,23 @@ async def _post_event(
     return int(answer.split(b" ", 2)[1])
 
 
+class Step(NamedTuple):
+    """One scheduled request of an open-loop plan; with `view` (user, item), that view is
+    posted at `moment` and the page asked `page_delay` s later."""
+
+    moment: float
+    kind: str
+    path: str
+    view: tuple[str, str] | None = None
+
+
 @dataclass
 class Traffic:
-    """What an open-loop run measured: page latencies (ms) by kind, event POST latencies,
-    errors, and how late the client's own timer fired (ms; excluded from the latencies)."""
+    """What an open-loop run measured, by kind of request ("post" for event POSTs): latencies
+    (ms), errors, and how late the client's own timer fired (ms; excluded from latencies)."""
 
-    pages: dict[str, list[float]] = field(default_factory=dict)
-    posts: list[float] = field(default_factory=list)
-    errors: int = 0
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
     late: list[float] = field(default_factory=list)
 
 
@@ -244,12 +254,11 @@ def arrivals(rate: float, seconds: float, rng: np.random.Generator) -> np.ndarra
     return times[times < seconds]
 
 
-async def paced(plan: list[tuple[float, str, str, str | None]], page_delay: float) -> Traffic:
-    """Run `plan` open loop: (seconds from start, kind, path, item). An item means a view of
-    it is posted for the user first and their page (`path`) is asked `page_delay` s later.
-    A latency counts from the moment the client's timer fired, so a late wake-up of this
-    Python client is not charged to the server (it is kept in `late`); a wait for a free
-    connection is, so a stalled server still shows."""
+async def paced(plan: list[Step], page_delay: float) -> Traffic:
+    """Run `plan` open loop (moments in seconds from the start). A latency counts from the
+    moment the client's timer fired, so a late wake-up of this Python client is not charged
+    to the server (it is kept in `late`); a wait for a free connection is, so a stalled
+    server still shows."""
     pairs, free = await connection_pool()
     traffic = Traffic()
     start = time.perf_counter() + 0.2
@@ -267,18 +276,18 @@ async def paced(plan: list[tuple[float, str, str, str | None]], page_delay: floa
         except (OSError, asyncio.IncompleteReadError):
             status = 0
         free.put_nowait(pair)
-        took = (time.perf_counter() - sent) * 1000
-        (traffic.posts if kind == "post" else traffic.pages.setdefault(kind, [])).append(took)
-        traffic.errors += status != 200
+        traffic.latencies.setdefault(kind, []).append((time.perf_counter() - sent) * 1000)
+        traffic.errors[kind] = traffic.errors.get(kind, 0) + (status != 200)
 
-    async def one(moment: float, kind: str, path: str, item: str | None) -> None:
-        if item is not None:
-            user = path.split("/")[3]
+    async def one(step: Step) -> None:
+        moment = step.moment
+        if step.view is not None:
+            user, item = step.view
             await ask("post", lambda pair: _post_event(*pair, user, item), await at(moment))
             moment += page_delay
-        await ask(kind, lambda pair: _one_request(*pair, path), await at(moment))
+        await ask(step.kind, lambda pair: _one_request(*pair, step.path), await at(moment))
 
-    await asyncio.gather(*(asyncio.create_task(one(*step)) for step in plan))
+    await asyncio.gather(*(asyncio.create_task(one(step)) for step in plan))
     for _, writer in pairs:
         writer.close()
     return traffic
@@ -286,29 +295,25 @@ async def paced(plan: list[tuple[float, str, str, str | None]], page_delay: floa
 
 def pages_plan(
     rate: float, seconds: float, users: list[str], kind: str, seed: int, template: str = HOME
-) -> list[tuple[float, str, str, str | None]]:
+) -> list[Step]:
     """Home pages of random `users` arriving at `rate` per second."""
     rng = np.random.default_rng(seed)
     return [
-        (float(t), kind, template.format(user=users[rng.integers(len(users))]), None)
+        Step(float(t), kind, template.format(user=users[rng.integers(len(users))]))
         for t in arrivals(rate, seconds, rng)
     ]
 
 
 def events_plan(
     rate: float, seconds: float, shoppers: list[str], items: list[str], seed: int
-) -> list[tuple[float, str, str, str | None]]:
+) -> list[Step]:
     """Views arriving at `rate` per second, each followed by that shopper's home page."""
     rng = np.random.default_rng(seed)
-    return [
-        (
-            float(t),
-            "after event",
-            HOME.format(user=shoppers[rng.integers(len(shoppers))]),
-            str(items[rng.integers(len(items))]),
-        )
-        for t in arrivals(rate, seconds, rng)
-    ]
+    steps = []
+    for t in arrivals(rate, seconds, rng):
+        user, item = shoppers[rng.integers(len(shoppers))], str(items[rng.integers(len(items))])
+        steps.append(Step(float(t), "after event", HOME.format(user=user), (user, item)))
+    return steps
 
 
 def _served_ahead(before: dict[str, float]) -> float:
@@ -376,28 +381,29 @@ def _measure(
         for name, users in (("ahead", shoppers), ("precomputed", trained)):
             counts, pages = candidate_counts(), page_histogram()
             traffic = asyncio.run(paced(pages_plan(args.rate, args.seconds, users, name, 1), 0))
-            keep(f"open {name}", _row(traffic.pages[name], traffic), counts, pages)
+            keep(f"open {name}", _row(traffic, name), counts, pages)
         counts, pages = candidate_counts(), page_histogram()
         plan = events_plan(args.event_rate, args.seconds, shoppers, items, 3)
         traffic = asyncio.run(paced(plan, args.page_delay))
-        keep("open event", _row(traffic.pages["after event"], traffic), counts, pages)
+        keep("open event", _row(traffic, "after event"), counts, pages)
         counts, pages = candidate_counts(), page_histogram()
         traffic = asyncio.run(paced(shop_plan(args, shoppers, trained, items), args.page_delay))
-        everything = [ms for kind in traffic.pages.values() for ms in kind]
-        keep("open shop", _row(everything, traffic), counts, pages)
+        keep("open shop", _row(traffic, "trained", "unknown", "after event"), counts, pages)
         # the server's histogram does not tell the pipeline pages from the rest
-        row = _row(traffic.pages["after event"], traffic)
+        row = _row(traffic, "after event")
         out.setdefault("open shop-events", []).append(
             (*row, _served_ahead(counts), math.nan, math.nan)
         )
         print(f"  of which after an event: p50 {row[0]:.2f} ms, p99 {row[2]:.2f}")
         out.setdefault("late", []).append((float(np.percentile(traffic.late, 99)),))
-        out.setdefault("posts", []).append(tuple(np.percentile(traffic.posts, [50, 99])))
+        out.setdefault("posts", []).append(
+            tuple(np.percentile(traffic.latencies["post"], [50, 99]))
+        )
 
 
 def shop_plan(
     args: argparse.Namespace, shoppers: list[str], trained: list[str], items: list[str]
-) -> list[tuple[float, str, str, str | None]]:
+) -> list[Step]:
     """The serving benchmark's load, `args.shop_rate` home pages/s (a tenth of them unknown
     visitors), with views arriving at `args.event_rate`/s among them, each followed by the
     shopper's page: the pages of shoppers who just did something run the pipeline."""
@@ -410,9 +416,11 @@ def shop_plan(
     )
 
 
-def _row(millis: list[float], traffic: Traffic) -> tuple[float, ...]:
-    """(p50, p95, p99, errors, requests) of these pages."""
-    return (*np.percentile(millis, [50, 95, 99]), float(traffic.errors), float(len(millis)))
+def _row(traffic: Traffic, *kinds: str) -> tuple[float, ...]:
+    """(p50, p95, p99, errors, requests) of the pages of these kinds."""
+    millis = [ms for kind in kinds for ms in traffic.latencies[kind]]
+    errors = sum(traffic.errors[kind] for kind in kinds)
+    return (*np.percentile(millis, [50, 95, 99]), float(errors), float(len(millis)))
 
 
 def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
