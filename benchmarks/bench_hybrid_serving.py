@@ -129,7 +129,9 @@ def post_events(shoppers: list[str], items: list[str]) -> None:
 
 
 def wrk_latency(users_file: Path, seconds: int) -> dict[str, float]:
-    """One connection, closed loop (wrk, C): each request's own latency, no queueing."""
+    """One connection, closed loop (wrk, C). wrk's percentiles are corrected for coordinated
+    omission: a request slower than the run's mean interval adds the samples of the requests
+    that would have waited behind it at that mean rate."""
     env = {"NEXTBUY_USERS_FILE": str(users_file), "NEXTBUY_UNKNOWN_SHARE": "0"}
     output = wrk("recommend.lua", seconds, 1, env)
     out = _percentiles(output)
@@ -581,8 +583,12 @@ def write_report(
             "",
             *stage_rows,
             "",
-            f"Over HTTP, one connection, closed loop (wrk, {args.seconds} s per run): each "
-            "request's latency end to end, no queueing. *In the server*: the share of the same "
+            f"Over HTTP, one connection, closed loop (wrk, {args.seconds} s per run). wrk "
+            "corrects its percentiles for coordinated omission: for each request slower than "
+            "the run's mean interval between requests it adds the samples that requests sent "
+            "at that mean rate would have seen, so one 150 ms stall at ~1,000 requests/s weighs "
+            "like ~150 slow requests (wrk's average times its request count exceeds the run's "
+            "length). *In the server*: the share of the same "
             "pages its own histogram (`nextbuy_http_request_seconds`, from the request reaching "
             "the application to the end of its response) counts within 5 and within 10 ms:",
             "",
