@@ -14,7 +14,7 @@ import re
 import secrets
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -232,7 +232,7 @@ def _clean_time(value: Scalar | None, now_ms: int) -> int | None:
 
 def _plain_iso_millis(text: str) -> int | None:
     """UTC ms of a plain ISO 8601 time, as the import gives it (no zone: UTC; truncated to the
-    ms); None for any other text. The import's parser costs ~40 ms a call, on the event loop."""
+    ms); None for any other text. The import's parser costs 40-50 ms a call, on the event loop."""
     if PLAIN_ISO.fullmatch(text) is None:
         return None
     try:
@@ -241,9 +241,7 @@ def _plain_iso_millis(text: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    since = moment - EPOCH
-    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
-    return micros // 1000
+    return (moment - EPOCH) // timedelta(milliseconds=1)  # floors, as the import truncates
 
 
 def _clean_number(value: float | None) -> float | bool | None:
