@@ -1,8 +1,8 @@
 """The exposure log: every served list, written to the store off the request path.
 
-A request only appends a tuple to a deque (an atomic operation under the GIL, well under a
-microsecond); a background thread turns the pending lists into rows of ``exposures``,
-``exposure_items`` and ``exposure_arms`` and writes them in one transaction every
+A request turns its list into rows of ``exposures``, ``exposure_items`` and
+``exposure_arms`` (a few tuples) and appends them to a deque (an atomic operation under the
+GIL); a background thread writes the pending rows in one transaction every
 ``flush_seconds`` (default 0.1 s). Durability window: a list reaches the store within
 ``flush_seconds`` plus one write in normal operation, and `stop()` (server shutdown, SIGINT
 or SIGTERM) writes whatever is pending before the process exits; only a hard kill
@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ class Arm:
     unit_id: str
 
 
-# (served_at ms, response body, session id, route, arms, shown, shadow_of)
-Pending = tuple[int, dict[str, Any], str | None, str, Sequence[Arm], bool, str | None]
+# A served list as flat tuples of plain values: its exposure row; its items' positions, ids
+# and scores; its arms' experiment, variant and unit, three values each. Python's collector
+# stops tracking a tuple once its members are untracked, here within the two young
+# generations, so lists waiting while requests hold the core (tens of thousands at full
+# load, measured) add nothing to the full collections a request may pay for.
+Pending = tuple[tuple, tuple, tuple, tuple, tuple]
 
 
 class ExposureLog:
@@ -73,10 +78,9 @@ class ExposureLog:
         shown: bool = True,
         shadow_of: str | None = None,
     ) -> None:
-        """Queue one served list; the body must not be changed afterwards."""
-        self._pending.append(
-            (time.time_ns() // 1_000_000, body, session_id, route, arms, shown, shadow_of)
-        )
+        """Queue one served list."""
+        served_at = time.time_ns() // 1_000_000
+        self._pending.append(list_rows(served_at, body, session_id, route, arms, shown, shadow_of))
 
     # -- background writer ---------------------------------------------------------------------
     def start(self) -> None:
@@ -161,25 +165,43 @@ def background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
+def list_rows(
+    served_at: int,
+    body: dict[str, Any],
+    session_id: str | None,
+    route: str,
+    arms: Sequence[Arm],
+    shown: bool,
+    shadow_of: str | None,
+) -> Pending:
+    """One served list, as `rows` reads it."""
+    rec_id = body["recommendation_id"]
+    user = body.get("user_id")
+    listed = body["items"]
+    exposure = (
+        rec_id, user, session_id, body["placement"], route, body.get("model_version"),
+        int(shown), shadow_of, int(bool(body.get("shuffled"))), served_at, len(listed),
+    )  # fmt: skip
+    return (
+        exposure,
+        tuple(entry["position"] for entry in listed),
+        tuple(entry["item_id"] for entry in listed),
+        tuple(entry.get("score") for entry in listed),
+        tuple(value for arm in arms for value in (arm.experiment, arm.variant, arm.unit_id)),
+    )
+
+
 def rows(batch: Sequence[Pending]) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """Table rows for pending lists: exposures, exposure_items, exposure_arms."""
+    """Table rows of pending lists: exposures, exposure_items, exposure_arms."""
     exposures: list[tuple] = []
     items: list[tuple] = []
     arms: list[tuple] = []
-    for served_at, body, session_id, route, list_arms, shown, shadow_of in batch:
-        rec_id = body["recommendation_id"]
-        user = body.get("user_id")
-        listed = body["items"]
-        exposures.append(
-            (rec_id, user, session_id, body["placement"], route, body.get("model_version"),
-             int(shown), shadow_of, int(bool(body.get("shuffled"))), served_at, len(listed))
-        )  # fmt: skip
-        items.extend(
-            (rec_id, entry["position"], entry["item_id"], entry.get("score"), user)
-            for entry in listed
-        )
+    for exposure, positions, item_ids, scores, list_arms in batch:
+        exposures.append(exposure)
+        rec_id, user, shown, served_at = exposure[0], exposure[1], exposure[6], exposure[9]
+        items.extend(zip(repeat(rec_id), positions, item_ids, scores, repeat(user), strict=False))
         arms.extend(
-            (arm.experiment, rec_id, arm.variant, arm.unit_id, user, int(shown), served_at)
-            for arm in list_arms
+            (experiment, rec_id, variant, unit_id, user, shown, served_at)
+            for experiment, variant, unit_id in zip(*[iter(list_arms)] * 3, strict=True)
         )
     return exposures, items, arms

@@ -12,6 +12,7 @@ recorded in `_catalog_log` and replayed onto the new catalogue before the swap.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -175,6 +176,7 @@ class ServingState:
             with self._write_lock:
                 self._catalog_log = None
             raise
+        settle_heap()
         self.last_load_error = None
         self.metrics.model_loads.labels("swapped").inc()
         self.metrics.set_model(version.name, served.model_name)
@@ -311,6 +313,15 @@ class ServingState:
         for session in self._sessions_of.pop(user_id, ()):
             self.online.forget(SESSION + session)
         self.metrics.online_shoppers.set(len(self.online))
+
+
+def settle_heap() -> None:
+    """Collect what a model swap left behind, then exempt the live objects from later
+    collections: a full collection walked every object of the served model (~90 ms on the
+    100,000-item catalogue, measured), and the request that set it off waited that long."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCatalog:
