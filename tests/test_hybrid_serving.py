@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from nextbuy.config import Settings, load_settings
@@ -23,6 +24,7 @@ from nextbuy.ingest import ImportOptions, import_frame
 from nextbuy.models import HybridModel
 from nextbuy.registry import ModelRegistry
 from nextbuy.serving.hybrid_scoring import hybrid_of
+from nextbuy.serving.online import SESSION, USER
 from nextbuy.serving.state import ServingState
 from nextbuy.store import open_store
 from nextbuy.training import train_version
@@ -207,6 +209,26 @@ def test_an_event_has_the_shoppers_candidates_generated_before_their_next_reques
     assert erased["items"] and not set(ids(erased)) & {viewed}
 
 
+def test_an_anonymous_sessions_event_has_its_candidates_generated_too(
+    api: httpx.Client, engine: Engine
+) -> None:
+    session = "visitor-without-account"
+    viewed = str(engine.data.item_ids[3])
+    counts = candidate_sets(api)
+    sent = api.post(
+        "/v1/events", json={"session_id": session, "item_id": viewed, "event_type": "view"}
+    )
+    assert sent.status_code == 200
+    deadline = time.monotonic() + 20
+    while candidate_sets(api).get("generated_ahead", 0) <= counts.get("generated_ahead", 0):
+        assert time.monotonic() < deadline, "no candidates generated after the session's event"
+        time.sleep(0.05)
+    ranked = candidate_sets(api).get("ranked_ahead", 0)
+    page = recommend(api, f"/v1/sessions/{session}/recommendations", k=10)
+    assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
+    assert len(ids(page)) == 10 and viewed not in ids(page)
+
+
 def test_erasing_a_user_drops_the_candidates_generated_for_them(
     project: tuple[Path, Settings], tmp_path: Path
 ) -> None:
@@ -219,14 +241,18 @@ def test_erasing_a_user_drops_the_candidates_generated_for_them(
         assert hybrid is not None
         online = hybrid.online
         user, other = buyers(project[1], 7)[5:7]
-        state.refresher.notify([user, other])  # the worker is not started: both stay queued
-        for who in (user, other):
-            assert online.prepare(who, who, [], time.time_ns())
-        assert not online.prepare(user, user, [], time.time_ns())  # kept for these events
-        state.forget_user(user)
-        assert online.score(other, [], cache_as=other).generated_before
-        assert not online.score(user, [], cache_as=user).generated_before
-        assert list(state.refresher._queue) == [other]
+        event = {"user_id": user, "session_id": "theirs", "item_id": "x", "event_type": "view"}
+        state.add_online(pd.DataFrame([{**event, "timestamp": 1, "event_key": 1}]))
+        keys = {who: USER + who for who in (user, other)} | {"theirs": SESSION + "theirs"}
+        state.refresher.notify(keys.values())  # the worker is not started: all stay queued
+        for who, key in keys.items():
+            assert online.prepare(key, who if key.startswith(USER) else None, [], time.time_ns())
+        assert not online.prepare(keys[user], user, [], time.time_ns())  # kept for these events
+        state.forget_user(user)  # and the session seen with them
+        assert online.score(other, [], cache_as=keys[other]).generated_before
+        assert not online.score(user, [], cache_as=keys[user]).generated_before
+        assert not online.score(None, [], cache_as=keys["theirs"]).generated_before
+        assert list(state.refresher._queue) == [keys[other]]
     finally:
         state.stop()
 

@@ -2,10 +2,12 @@
 
 A view or a purchase reaches the server a page before the shopper asks for recommendations.
 This worker generates that shopper's candidates (the hybrid's generators and merge) in the
-meantime; the request then ranks them with its own context. Queued users are coalesced (a
-burst of events costs one generation), the newest events are read when the user's turn comes,
-and the worker runs at a lower priority and yields between generators, so requests keep the
-core. A request that arrives first generates inline, as without this worker.
+meantime; the request then ranks them with its own context. A shopper is a user, or an
+anonymous session for events that name no user (keys as in `online.py`). Queued shoppers are
+coalesced (a burst of events costs one generation), the newest events are read when the
+shopper's turn comes, and the worker runs at a lower priority and yields between generators,
+so requests keep the core. A request that arrives first generates inline, as without this
+worker.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from nextbuy.serving.exposures import background_priority
 from nextbuy.serving.hybrid_scoring import hybrid_of, pipeline_inputs
+from nextbuy.serving.online import USER
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
@@ -52,17 +55,17 @@ class CandidateRefresher:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def notify(self, user_ids: Iterable[str]) -> None:
-        """These users have new events: generate their candidates soon."""
+    def notify(self, shoppers: Iterable[str]) -> None:
+        """These shoppers (online keys) have new events: generate their candidates soon."""
         live = self.state.live
         if live is None or self.state.settings.serving.candidate_cache <= 0:
             return
         if hybrid_of(live.model.model) is None:
             return
         with self._wake:
-            for user in user_ids:
-                self._queue[user] = None
-                self._queue.move_to_end(user)
+            for who in shoppers:
+                self._queue[who] = None
+                self._queue.move_to_end(who)
             while len(self._queue) > MAX_QUEUED:
                 self._queue.popitem(last=False)
             self.state.metrics.candidate_queue.set(len(self._queue))
@@ -76,14 +79,14 @@ class CandidateRefresher:
                     self._wake.wait()
                 if self._stop:
                     return
-                user, _ = self._queue.popitem(last=False)
+                who, _ = self._queue.popitem(last=False)
                 self.state.metrics.candidate_queue.set(len(self._queue))
             try:
-                self._generate(user, _yield_interpreter)
+                self._generate(who, _yield_interpreter)
             except Exception:
                 log.exception("generating candidates for a shopper failed")
 
-    def _generate(self, user_id: str, between: Callable[[], None]) -> None:
+    def _generate(self, who: str, between: Callable[[], None]) -> None:
         state = self.state
         live = state.live
         if live is None:
@@ -91,18 +94,30 @@ class CandidateRefresher:
         hybrid = hybrid_of(live.model.model)
         if hybrid is None:
             return
-        shopper = state.shopper(live, user_id, None)
+        user_id, session_id = split_key(who)
+        shopper = state.shopper(live, user_id, session_id)
         if not (shopper.personal and shopper.has_history):
             return
         user, fresh = pipeline_inputs(shopper)
-        generated = hybrid.online.prepare(user_id, user, fresh, time.time_ns(), between)
-        # erased while this ran: keep nothing of theirs
-        if state.erasures.suppressed(user_id, live.model.trained_at_ms):
-            hybrid.online.generated.forget(user_id)
+        generated = hybrid.online.prepare(who, user, fresh, time.time_ns(), between)
+        # erased while this ran (a session: with its user): keep nothing of theirs
+        if user_id is not None:
+            erased = state.erasures.suppressed(user_id, live.model.trained_at_ms)
+        else:
+            erased = not state.online.has(who)
+        if erased:
+            hybrid.online.generated.forget(who)
         elif generated:
             state.metrics.candidate_sets.labels("generated_ahead").inc()
 
-    def forget(self, user_id: str) -> None:
-        """An erased user: not generated any more."""
+    def forget(self, who: str) -> None:
+        """An erased shopper: not generated any more."""
         with self._wake:
-            self._queue.pop(user_id, None)
+            self._queue.pop(who, None)
+
+
+def split_key(who: str) -> tuple[str | None, str | None]:
+    """(user id, session id) of a shopper's online key."""
+    if who.startswith(USER):
+        return who[len(USER) :], None
+    return None, who.split(":", 1)[1]

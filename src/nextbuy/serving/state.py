@@ -270,6 +270,7 @@ class ServingState:
         users = events["user_id"].tolist()
         sessions = events["session_id"].tolist() if "session_id" in events else None
         by_shopper: dict[str, list[OnlineEvent]] = {}
+        ahead: set[str] = set()  # a user, else the anonymous session
         for i, (item, kind) in enumerate(
             zip(events["item_id"].tolist(), events["event_type"].tolist(), strict=True)
         ):
@@ -280,6 +281,7 @@ class ServingState:
             session = None
             if sessions is not None and not is_missing(sessions[i]):
                 session = str(sessions[i])
+            ahead.add(USER + user if user is not None else SESSION + str(session))
             if user is not None:
                 by_shopper.setdefault(USER + user, []).append(event)
             if session is not None:
@@ -290,7 +292,7 @@ class ServingState:
             self.online.add(who, sorted(found, key=lambda e: e.ts_ms))
         self.metrics.online_shoppers.set(len(self.online))
         if generate_ahead:
-            self.refresher.notify(w[len(USER) :] for w in by_shopper if w.startswith(USER))
+            self.refresher.notify(ahead)
 
     def shopper(self, live: Live, user_id: str | None, session_id: str | None) -> Shopper:
         profile = self.profiles.get(user_id)
@@ -304,14 +306,14 @@ class ServingState:
         self.erasures.record(user_id)
         self.exposures.flush()  # so the store's erasure also removes lists still queued
         self.profiles.forget(user_id)
-        self.online.forget(USER + user_id)
-        self.refresher.forget(user_id)
         live = self.live
         hybrid = None if live is None else hybrid_of(live.model.model)
-        if hybrid is not None:
-            hybrid.online.generated.forget(user_id)
-        for session in self._sessions_of.pop(user_id, ()):
-            self.online.forget(SESSION + session)
+        sessions = [SESSION + session for session in self._sessions_of.pop(user_id, ())]
+        for who in (USER + user_id, *sessions):
+            self.online.forget(who)
+            self.refresher.forget(who)
+            if hybrid is not None:
+                hybrid.online.generated.forget(who)
         self.metrics.online_shoppers.set(len(self.online))
 
 
