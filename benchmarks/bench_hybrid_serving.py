@@ -344,7 +344,7 @@ def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
             asyncio.run(paced(pages_plan(args.rate, 3, trained, "warm-up", 0), 0))
             if mode == "ahead":
                 out["floor"] = [trivial_endpoint(args)]
-            _measure(args, mode, shoppers, trained, items, out)
+            _measure(args, mode, server.pid, shoppers, trained, items, out)
         finally:
             os.killpg(server.pid, signal.SIGINT)
             server.wait(timeout=60)
@@ -352,9 +352,16 @@ def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _measure(
     args: argparse.Namespace,
     mode: str,
+    server_pid: int,
     shoppers: list[str],
     trained: list[str],
     items: list[str],
@@ -389,7 +396,10 @@ def _measure(
         traffic = asyncio.run(paced(plan, args.page_delay))
         keep("open event", _row(traffic, "after event"), counts, pages)
         counts, pages = candidate_counts(), page_histogram()
+        used, started = cpu_seconds(server_pid), time.monotonic()
         traffic = asyncio.run(paced(shop_plan(args, shoppers, trained, items), args.page_delay))
+        busy = (cpu_seconds(server_pid) - used) / (time.monotonic() - started)
+        out.setdefault("busy", []).append((busy,))
         keep("open shop", _row(traffic, "trained", "unknown", "after event"), counts, pages)
         # the server's histogram does not tell the pipeline pages from the rest
         row = _row(traffic, "after event")
@@ -536,6 +546,7 @@ def write_report(
     floor = http.pop("floor")[0]
     late = med(r[0] for r in http.pop("late"))
     posts = http.pop("posts")
+    busy = [r[0] for r in http.pop("busy")]
     for key, runs in http.items():
         kind, name = key.split(" ", 1)
         cells = " | ".join(f"{med(r[i] for r in runs):.2f} ms" for i in range(3))
@@ -604,7 +615,11 @@ def write_report(
             "for a free connection. On this machine the client itself adds to every request: "
             f"/healthz answers in {floor[0]:.2f} ms (p50) under wrk and {floor[1]:.2f} ms "
             "under this client. Event POSTs during the shop load: "
-            f"p50 {med(r[0] for r in posts):.2f} ms, p99 {med(r[1] for r in posts):.2f} ms.",
+            f"p50 {med(r[0] for r in posts):.2f} ms, p99 {med(r[1] for r in posts):.2f} ms. "
+            "The server's process kept its core busy "
+            f"{', '.join(f'{b:.0%}' for b in busy)} of the time during the shop load's runs "
+            "(user and system CPU time from /proc over the run's length): the headroom left "
+            "for a slower machine.",
             "",
             *opened,
         ]
