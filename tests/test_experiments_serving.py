@@ -179,7 +179,13 @@ def test_queued_lists_are_plain_rows_that_full_collections_skip(tmp_path: Path) 
     tables = ("exposures", "exposure_items", "exposure_arms")
     with sqlite3.connect(path) as conn:
         counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables]
+        first = [
+            conn.execute(f"SELECT * FROM {t} WHERE recommendation_id = 'r0'").fetchall()
+            for t in tables[1:]
+        ]
     assert counts == [50, 50, 50]
+    assert first[0] == [("r0", 1, "i0", 0.5, "u")]
+    assert [row[:6] for row in first[1]] == [("exp", "r0", "a", "u", "u", 1)]
 
 
 # -- attribution ------------------------------------------------------------------------------

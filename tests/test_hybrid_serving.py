@@ -185,20 +185,27 @@ def candidate_sets(api: httpx.Client) -> dict[str, float]:
     return {outcome: float(value) for outcome, value in found}
 
 
+def post_and_await_generation(api: httpx.Client, event: dict) -> float:
+    """Post one event, wait until the server has generated candidates after it, and return
+    how many requests had ranked candidates generated ahead by then."""
+    counts = candidate_sets(api)
+    assert api.post("/v1/events", json=event).status_code == 200
+    deadline = time.monotonic() + 20
+    while candidate_sets(api).get("generated_ahead", 0) <= counts.get("generated_ahead", 0):
+        assert time.monotonic() < deadline, f"no candidates generated after {event}"
+        time.sleep(0.05)
+    return candidate_sets(api).get("ranked_ahead", 0)
+
+
 def test_an_event_has_the_shoppers_candidates_generated_before_their_next_request(
     api: httpx.Client, project: tuple[Path, Settings]
 ) -> None:
     user = buyers(project[1], 8)[7]
     before = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     viewed = ids(before)[3]
-    counts = candidate_sets(api)
-    sent = api.post("/v1/events", json={"user_id": user, "item_id": viewed, "event_type": "view"})
-    assert sent.status_code == 200
-    deadline = time.monotonic() + 20
-    while candidate_sets(api).get("generated_ahead", 0) <= counts.get("generated_ahead", 0):
-        assert time.monotonic() < deadline, "no candidates generated after the event"
-        time.sleep(0.05)
-    ranked = candidate_sets(api).get("ranked_ahead", 0)
+    ranked = post_and_await_generation(
+        api, {"user_id": user, "item_id": viewed, "event_type": "view"}
+    )
     after = recommend(api, f"/v1/users/{user}/recommendations", k=10)
     assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
     assert len(ids(after)) == 10 and ids(after) != ids(before)
@@ -214,16 +221,9 @@ def test_an_anonymous_sessions_event_has_its_candidates_generated_too(
 ) -> None:
     session = "visitor-without-account"
     viewed = str(engine.data.item_ids[3])
-    counts = candidate_sets(api)
-    sent = api.post(
-        "/v1/events", json={"session_id": session, "item_id": viewed, "event_type": "view"}
+    ranked = post_and_await_generation(
+        api, {"session_id": session, "item_id": viewed, "event_type": "view"}
     )
-    assert sent.status_code == 200
-    deadline = time.monotonic() + 20
-    while candidate_sets(api).get("generated_ahead", 0) <= counts.get("generated_ahead", 0):
-        assert time.monotonic() < deadline, "no candidates generated after the session's event"
-        time.sleep(0.05)
-    ranked = candidate_sets(api).get("ranked_ahead", 0)
     page = recommend(api, f"/v1/sessions/{session}/recommendations", k=10)
     assert candidate_sets(api).get("ranked_ahead", 0) == ranked + 1
     assert len(ids(page)) == 10 and viewed not in ids(page)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from nextbuy.serving.exposures import background_priority
 from nextbuy.serving.hybrid_scoring import hybrid_of, pipeline_inputs
-from nextbuy.serving.online import USER
+from nextbuy.serving.online import SESSION, USER
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
@@ -120,4 +120,4 @@ def split_key(who: str) -> tuple[str | None, str | None]:
     """(user id, session id) of a shopper's online key."""
     if who.startswith(USER):
         return who[len(USER) :], None
-    return None, who.split(":", 1)[1]
+    return None, who.removeprefix(SESSION)

@@ -270,7 +270,7 @@ class ServingState:
         users = events["user_id"].tolist()
         sessions = events["session_id"].tolist() if "session_id" in events else None
         by_shopper: dict[str, list[OnlineEvent]] = {}
-        ahead: set[str] = set()  # a user, else the anonymous session
+        ahead: dict[str, None] = {}  # per event its user, else its session; in order
         for i, (item, kind) in enumerate(
             zip(events["item_id"].tolist(), events["event_type"].tolist(), strict=True)
         ):
@@ -281,7 +281,10 @@ class ServingState:
             session = None
             if sessions is not None and not is_missing(sessions[i]):
                 session = str(sessions[i])
-            ahead.add(USER + user if user is not None else SESSION + str(session))
+            if user is not None:
+                ahead[USER + user] = None
+            elif session is not None:
+                ahead[SESSION + session] = None
             if user is not None:
                 by_shopper.setdefault(USER + user, []).append(event)
             if session is not None:
@@ -320,7 +323,9 @@ class ServingState:
 def settle_heap() -> None:
     """Collect what a model swap left behind, then exempt the live objects from later
     collections: a full collection walked every object of the served model (~90 ms on the
-    100,000-item catalogue, measured), and the request that set it off waited that long."""
+    100,000-item catalogue, measured), and the request that set it off waited that long.
+    Frozen objects are still freed by reference counting; only a cycle among them waits for
+    the next load (a model still held by a request in flight, at most one)."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
