@@ -14,7 +14,9 @@ on the 5,000 most-bought items). Server pinned to one core, load generator to th
 3. in-process, each stage of `OnlineRanker.score` (medians over 1,000 requests).
 Usage: python benchmarks/bench_hybrid_serving.py [--seconds 30] [--runs 3] [--rate 50]
        [--event-rate 20] [--shop-rate 200]
-Writes the "hybrid-serving" section of BENCHMARKS.md.
+Writes the "hybrid-serving" section of BENCHMARKS.md. With `--busy 0.6` it runs only the
+serving benchmark's load, with a process on the server's core that computes 60% of every
+10 ms (a slower machine, or a busy neighbour), and prints the rows without writing.
 """
 
 from __future__ import annotations
@@ -328,6 +330,7 @@ def _served_ahead(before: dict[str, float]) -> float:
 
 def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
     """Per path: (p50, p90/p95, p99, errors, requests, share ranked ahead) of each run."""
+    os.sched_setaffinity(0, {1})  # the open-loop client, as wrk: the server has core 0
     shoppers = (WORK / "shoppers.txt").read_text().split()
     trained = (WORK / "users.txt").read_text().split()
     items = (WORK / "items.txt").read_text().split()
@@ -508,13 +511,64 @@ def main() -> None:
         "--shop-rate", type=float, default=200.0, help="home pages/s of the mixed shop load"
     )
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument(
+        "--busy", type=float, default=0.0, help="share of the server's core taken by a busy process"
+    )
     args = parser.parse_args()
     build_project()
     if args.build_only:
         return
+    if args.busy > 0:
+        contended(args)
+        return
     http = over_http(args)
     stages = stage_shares()
     write_report(http, stages, args)
+
+
+BUSY_PERIOD = 0.01  # seconds: the busy process computes a share of each period, then sleeps
+
+
+def keep_busy(share: float) -> None:
+    """Compute `share` of every period on core 0, the server's, until killed."""
+    os.sched_setaffinity(0, {0})
+    while True:
+        started = time.perf_counter()
+        while time.perf_counter() - started < share * BUSY_PERIOD:
+            pass
+        time.sleep((1 - share) * BUSY_PERIOD)
+
+
+def contended(args: argparse.Namespace) -> None:
+    """The serving benchmark's load, `args.runs` times, with a busy process beside the server."""
+    os.sched_setaffinity(0, {1})
+    shoppers = (WORK / "shoppers.txt").read_text().split()
+    trained = (WORK / "users.txt").read_text().split()
+    items = (WORK / "items.txt").read_text().split()
+    keep_trained_store(WORK)
+    server = start_server(WORK)
+    busy = None
+    try:
+        post_events(shoppers, items)
+        wait_for_generation()
+        code = f"import bench_hybrid_serving as b; b.keep_busy({args.busy})"
+        busy = subprocess.Popen([sys.executable, "-c", code], cwd=HERE)
+        for _ in range(args.runs):
+            counts = candidate_counts()
+            traffic = asyncio.run(paced(shop_plan(args, shoppers, trained, items), args.page_delay))
+            every = _row(traffic, "trained", "unknown", "after event")
+            pipeline = _row(traffic, "after event")
+            print(
+                f"busy {args.busy:.0%}: all pages p50 {every[0]:.2f} / p99 {every[2]:.2f} ms, "
+                f"pages after an event p50 {pipeline[0]:.2f} / p99 {pipeline[2]:.2f} ms, "
+                f"generated ahead {_served_ahead(counts):.1%}",
+                flush=True,
+            )
+    finally:
+        if busy is not None:
+            busy.kill()
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=60)
 
 
 def _share(value: float) -> str:

@@ -241,6 +241,7 @@ def main() -> None:
         "NEXTBUY_BATCH": "20",
     }
     event_env = {**env, "NEXTBUY_USERS_FILE": str(WORK / "event_users.txt")}
+    os.sched_setaffinity(0, {1})  # the open-loop client, as wrk: the server has core 0
     keep_trained_store(WORK)
     server = start_server()
     try:
