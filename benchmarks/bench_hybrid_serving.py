@@ -16,7 +16,8 @@ Usage: python benchmarks/bench_hybrid_serving.py [--seconds 30] [--runs 3] [--ra
        [--event-rate 20] [--shop-rate 200]
 Writes the "hybrid-serving" section of BENCHMARKS.md. With `--busy 0.6` it runs only the
 serving benchmark's load, with a process on the server's core that computes 60% of every
-10 ms (a slower machine, or a busy neighbour), and prints the rows without writing.
+10 ms (a busy neighbour; not a slower machine: the scheduler hands the core to a waking
+server first), and prints the rows without writing.
 """
 
 from __future__ import annotations
@@ -328,12 +329,19 @@ def _served_ahead(before: dict[str, float]) -> float:
     return ahead / max(ahead + inline, 1.0)
 
 
+def ids_of_project() -> tuple[list[str], list[str], list[str]]:
+    """The benchmark project's shoppers (an event each), trained users and items."""
+
+    def read(name: str) -> list[str]:
+        return (WORK / name).read_text().split()
+
+    return read("shoppers.txt"), read("users.txt"), read("items.txt")
+
+
 def over_http(args: argparse.Namespace) -> dict[str, list[tuple[float, ...]]]:
     """Per path: (p50, p90/p95, p99, errors, requests, share ranked ahead) of each run."""
     os.sched_setaffinity(0, {1})  # the open-loop client, as wrk: the server has core 0
-    shoppers = (WORK / "shoppers.txt").read_text().split()
-    trained = (WORK / "users.txt").read_text().split()
-    items = (WORK / "items.txt").read_text().split()
+    shoppers, trained, items = ids_of_project()
     out: dict[str, list[tuple[float, ...]]] = {}
     # first without generation ahead: every shopper's request generates its candidates
     for mode in ("inline", "ahead"):
@@ -450,8 +458,7 @@ def stage_shares(n_requests: int = 1_000) -> list[tuple[str, float, float]]:
     state = ServingState(load_settings(WORK / "nextbuy.toml"))
     state.check_model()
     online = state.current().model.model.online
-    shoppers = (WORK / "shoppers.txt").read_text().split()
-    items = (WORK / "items.txt").read_text().split()
+    shoppers, _, items = ids_of_project()
     times: dict[str, list[float]] = {}
 
     def timed(name: str, started: float) -> None:
@@ -542,9 +549,7 @@ def keep_busy(share: float) -> None:
 def contended(args: argparse.Namespace) -> None:
     """The serving benchmark's load, `args.runs` times, with a busy process beside the server."""
     os.sched_setaffinity(0, {1})
-    shoppers = (WORK / "shoppers.txt").read_text().split()
-    trained = (WORK / "users.txt").read_text().split()
-    items = (WORK / "items.txt").read_text().split()
+    shoppers, trained, items = ids_of_project()
     keep_trained_store(WORK)
     server = start_server(WORK)
     busy = None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from nextbuy.serving.exposures import background_priority
 from nextbuy.serving.hybrid_scoring import hybrid_of, pipeline_inputs
-from nextbuy.serving.online import SESSION, USER
+from nextbuy.serving.online import split_key
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
@@ -114,10 +114,3 @@ class CandidateRefresher:
         """An erased shopper: not generated any more."""
         with self._wake:
             self._queue.pop(who, None)
-
-
-def split_key(who: str) -> tuple[str | None, str | None]:
-    """(user id, session id) of a shopper's online key."""
-    if who.startswith(USER):
-        return who[len(USER) :], None
-    return None, who.removeprefix(SESSION)

@@ -32,7 +32,7 @@ from nextbuy.models.base import entries
 from nextbuy.models.content_model import ContentModel
 from nextbuy.models.hybrid_model import CONTENT_SIMILARITY_WEIGHT, HybridModel
 from nextbuy.pipeline.rules import positions_in
-from nextbuy.serving.online import SESSION, USER
+from nextbuy.serving.online import shopper_key
 from nextbuy.serving.scoring import best_of
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ def personal_segment(
     online = hybrid.online
     user, fresh = pipeline_inputs(shopper)
     new_index, new = _new_candidates(live, shopper)
-    scored = online.score(user, fresh, time.time_ns(), new=new, cache_as=shopper_key(shopper))
+    who = shopper_key(shopper.user_id, shopper.session_id)
+    scored = online.score(user, fresh, time.time_ns(), new=new, cache_as=who)
     if metrics is not None:
         outcome = "ranked_ahead" if scored.generated_before else "generated_inline"
         metrics.candidate_sets.labels(outcome).inc()
@@ -124,13 +125,6 @@ def personal_segment(
     best, values = best_of(order, n)
     shopper.ranked = Ranked(scored, catalog_items)
     return Segment(catalog_items[best], values, "personal")
-
-
-def shopper_key(shopper: Shopper) -> str | None:
-    """The key candidates generated ahead are kept under: the user, else the session."""
-    if shopper.user_id is not None:
-        return USER + shopper.user_id
-    return None if shopper.session_id is None else SESSION + shopper.session_id
 
 
 def pipeline_inputs(shopper: Shopper) -> tuple[str | None, list[FreshEvent]]:

@@ -18,6 +18,21 @@ USER = "u:"
 SESSION = "s:"
 
 
+def shopper_key(user_id: str | None, session_id: str | None) -> str | None:
+    """The one key a shopper's candidates are generated and kept under: the user, else the
+    anonymous session."""
+    if user_id is not None:
+        return USER + user_id
+    return None if session_id is None else SESSION + session_id
+
+
+def split_key(who: str) -> tuple[str | None, str | None]:
+    """(user id, session id) of a `shopper_key`."""
+    if who.startswith(USER):
+        return who.removeprefix(USER), None
+    return None, who.removeprefix(SESSION)
+
+
 @dataclass(frozen=True, slots=True)
 class OnlineEvent:
     item_id: str

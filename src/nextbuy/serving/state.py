@@ -39,7 +39,7 @@ from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.metrics import Metrics
-from nextbuy.serving.online import SESSION, USER, OnlineEvent, OnlineState
+from nextbuy.serving.online import SESSION, USER, OnlineEvent, OnlineState, shopper_key
 from nextbuy.serving.profiles import Profiles
 from nextbuy.serving.reads import read_items, read_profiles
 from nextbuy.serving.shopper import Shopper, resolve
@@ -261,7 +261,7 @@ class ServingState:
 
     def add_online(self, events: pd.DataFrame, generate_ahead: bool = False) -> None:
         """Events (store columns, timestamp in ms or datetime) into the per-shopper state;
-        `generate_ahead`: the hybrid's candidates of their users are generated next."""
+        `generate_ahead`: the hybrid's candidates of their shoppers are generated next."""
         if events.empty:
             return
         # Python lists: iterating pandas columns element by element cost ~1 ms a batch
@@ -270,7 +270,7 @@ class ServingState:
         users = events["user_id"].tolist()
         sessions = events["session_id"].tolist() if "session_id" in events else None
         by_shopper: dict[str, list[OnlineEvent]] = {}
-        ahead: dict[str, None] = {}  # per event its user, else its session; in order
+        ahead: dict[str, None] = {}  # shoppers to generate for, in arrival order
         for i, (item, kind) in enumerate(
             zip(events["item_id"].tolist(), events["event_type"].tolist(), strict=True)
         ):
@@ -281,10 +281,9 @@ class ServingState:
             session = None
             if sessions is not None and not is_missing(sessions[i]):
                 session = str(sessions[i])
-            if user is not None:
-                ahead[USER + user] = None
-            elif session is not None:
-                ahead[SESSION + session] = None
+            who = shopper_key(user, session)
+            if who is not None:
+                ahead[who] = None
             if user is not None:
                 by_shopper.setdefault(USER + user, []).append(event)
             if session is not None:
