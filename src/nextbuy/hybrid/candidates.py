@@ -56,11 +56,39 @@ class CandidateRequest:
 
     histories: sp.csr_matrix  # users × items: event weight × decay, summed
     recent: sp.csr_matrix  # users × items: the last few items, the latest weighing most
-    exclude: sp.csr_matrix | None  # users × items that may not be proposed (None: anything)
+    # users × items already had: generators propose n items beyond them (None: anything)
+    exclude: sp.csr_matrix | None
+    # Lists may repeat purchases: a generator proposes n new items and keeps the had items
+    # of its unexcluded top n (their ranks are what the ranker weighs a repurchase by);
+    # buy-again proposes had items only.
+    keep_seen: bool = False
 
     @property
     def n_users(self) -> int:
         return int(self.histories.shape[0])
+
+
+def had_mask(items: np.ndarray, had: sp.csr_matrix) -> np.ndarray:
+    """Per list place, whether the row's user had that item (padding: False)."""
+    rows = np.repeat(np.arange(items.shape[0]), items.shape[1])
+    found = np.asarray(had[rows, np.maximum(items.ravel(), 0)]).ravel() != 0
+    return found.reshape(items.shape) & (items >= 0)
+
+
+def keep_new(top: TopK, had: np.ndarray, n: int) -> TopK:
+    """Each row's first n items the user had not had, and the had items among the list's
+    first n places (as the generator would rank them were nothing excluded), in the list's
+    order; the rest is padding."""
+    new = ~had & (top.items >= 0)
+    first = np.arange(top.items.shape[1])[None, :] < n
+    keep = (new & (np.cumsum(new, axis=1) <= n)) | (had & first)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept places first, in list order
+    items = np.take_along_axis(top.items, order, axis=1)
+    scores = np.take_along_axis(top.scores, order, axis=1)
+    kept = np.take_along_axis(keep, order, axis=1)
+    width = max(int(kept.sum(axis=1).max(initial=0)), n)
+    items, scores, kept = items[:, :width], scores[:, :width], kept[:, :width]
+    return TopK(np.where(kept, items, -1), np.where(kept, scores, -np.inf).astype(np.float32))
 
 
 @dataclass
@@ -162,10 +190,23 @@ class Generator(ABC):
     ) -> None:
         """Train on the stage's matrix (and the catalog's content where needed)."""
 
+    @property
+    def proposes_own_items(self) -> bool:
+        """Buy-again proposes what the user already has; every other generator looks for
+        something new, also when lists may repeat purchases (buy-again covers those)."""
+        return self.name == "buy_again"
+
     def generate(self, request: CandidateRequest) -> TopK:
-        """The top `n` per row, never an excluded item."""
+        """The top `n` per row beyond what the user had (see `CandidateRequest`)."""
         assert self.model is not None
-        return self.model.recommend(self._rows(request), self.n, request.exclude)
+        rows, had = self._rows(request), request.exclude
+        if self.proposes_own_items or had is None:
+            return self.model.recommend(rows, self.n)
+        if not request.keep_seen:
+            return self.model.recommend(rows, self.n, had)
+        widest = int(np.diff(had.indptr).max(initial=0))
+        top = self.model.recommend(rows, self.n + widest)
+        return keep_new(top, had_mask(top.items, had), self.n)
 
     def _rows(self, request: CandidateRequest) -> sp.csr_matrix:
         return request.histories

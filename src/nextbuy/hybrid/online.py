@@ -31,6 +31,8 @@ from nextbuy.hybrid.candidates import (
     MISSING_RANK,
     CandidateRequest,
     CandidateSet,
+    Generator,
+    keep_new,
     merge,
 )
 from nextbuy.hybrid.features import (
@@ -43,7 +45,7 @@ from nextbuy.hybrid.features import (
 )
 from nextbuy.hybrid.pipeline import EXPOSURE_SCALE, HybridRecommender
 from nextbuy.hybrid.request_tops import RequestTops
-from nextbuy.models.base import Recommender
+from nextbuy.models.base import Recommender, TopK
 from nextbuy.models.content_model import ContentModel
 
 
@@ -270,11 +272,10 @@ class OnlineRanker:
                 cols = np.concatenate([data.matrix.indices[lo:hi], f_cols])
                 vals = np.concatenate([data.matrix.data[lo:hi], f_vals])
             histories = _row(cols, vals, self.n_items)
-            exclude = None
-            if self.config.protocol == "discovery":
-                seen = histories.indices[histories.data > 0]
-                exclude = _row(seen, np.ones(len(seen), np.float32), self.n_items)
-            out[key] = CandidateRequest(histories, recent, exclude)
+            seen = histories.indices[histories.data > 0]
+            exclude = _row(seen, np.ones(len(seen), np.float32), self.n_items)
+            keep_seen = self.config.protocol == "repeat"
+            out[key] = CandidateRequest(histories, recent, exclude, keep_seen)
         return out
 
     def _fresh(
@@ -318,11 +319,21 @@ class OnlineRanker:
             request = requests[key]
             if key not in blocked:
                 blocked[key] = _blocked(request.exclude, self.n_items)
-            assert generator.model is not None
-            tops[generator.name] = self.tops.top(
-                generator.model, generator._rows(request), generator.n, blocked[key]
-            )
+            tops[generator.name] = self._generator_top(generator, request, blocked[key])
         return merge(tops, 1, self.n_items)
+
+    def _generator_top(
+        self, generator: Generator, request: CandidateRequest, had: np.ndarray | None
+    ) -> TopK:
+        """What `Generator.generate` gives for this one row, by the request shortcuts."""
+        assert generator.model is not None
+        rows, n = generator._rows(request), generator.n
+        if generator.proposes_own_items or had is None:
+            return self.tops.top(generator.model, rows, n, None)
+        if not request.keep_seen:
+            return self.tops.top(generator.model, rows, n, had)
+        top = self.tops.top(generator.model, rows, n + int(had.sum()), None)
+        return keep_new(top, had[np.maximum(top.items, 0)] & (top.items >= 0), n)
 
     def generation_key(self, user_id: str | None, since: _UserEvents) -> GenerationKey:
         """What generation and the event facts read of a shopper: the trained row (by user)

@@ -19,7 +19,8 @@ Training (`fit`) never reads an event at or after `cutoff`:
    features as of the cutoff, is what serves.
 
 `protocol="discovery"` never proposes an item the user already has; `"repeat"` adds the
-buy-again generator and lets the ranker weigh repurchases against discoveries.
+buy-again generator (the only one that proposes what the user has) and lets the ranker weigh
+repurchases against discoveries.
 """
 
 from __future__ import annotations
@@ -200,10 +201,9 @@ class Stage:
             if fresh is not None:
                 histories = histories + fresh
             histories = sp.csr_matrix(histories, dtype=np.float32)
-            exclude = None
-            if self.config.protocol == "discovery":
-                exclude = sp.csr_matrix(histories > 0, dtype=np.float32)
-            out[key] = CandidateRequest(histories, recent, exclude)
+            exclude = sp.csr_matrix(histories > 0, dtype=np.float32)
+            keep_seen = self.config.protocol == "repeat"
+            out[key] = CandidateRequest(histories, recent, exclude, keep_seen)
         return out
 
     def _rows(
