@@ -32,6 +32,43 @@ FORMAT_VERSION = 1
 _COMPACT_MIN = 2_000_000  # triples held before duplicates are summed away
 
 Batch = pa.RecordBatch | pa.Table | pd.DataFrame
+RATING_MODES: tuple[str, ...] = ("ignore", "scaled", "liked")
+
+
+@dataclass(frozen=True)
+class RatingValues:
+    """How a rating event's value scales its event-type weight.
+
+    "ignore": every rating weighs the same (a 1-star counts like a 5-star); "scaled": times
+    value / top of the scale; "liked": times how far the value sits above the scale's middle
+    (0 at or below it, 1 at the top), so a poor rating says nothing. Ratings without a value
+    keep their type's weight.
+    """
+
+    mode: str = "ignore"
+    low: float = 1.0
+    high: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in RATING_MODES:
+            raise DataError(f"rating values must be one of {', '.join(RATING_MODES)}")
+        if not self.high > self.low:
+            raise DataError(f"rating scale needs low < high, got {self.low}..{self.high}")
+
+    def factors(self, values: np.ndarray) -> np.ndarray:
+        """The weight factor of each rating value (NaN: no value, factor 1)."""
+        values = np.asarray(values, np.float64)
+        if self.mode == "scaled":
+            out = np.clip(values / self.high, 0.0, 1.0)
+        elif self.mode == "liked":
+            middle = (self.low + self.high) / 2.0
+            out = np.clip((values - middle) / (self.high - middle), 0.0, 1.0)
+        else:
+            out = np.ones_like(values)
+        return np.where(np.isnan(values), 1.0, out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "low": self.low, "high": self.high}
 
 
 @dataclass
@@ -50,6 +87,7 @@ class InteractionMatrix:
     weights: dict[str, float] = field(default_factory=dict)
     half_life_days: float | None = None
     unknown_event_types: dict[str, int] = field(default_factory=dict)
+    ratings: RatingValues = field(default_factory=RatingValues)
     user_index: dict[str, int] = field(init=False, repr=False)
     item_index: dict[str, int] = field(init=False, repr=False)
 
@@ -106,6 +144,7 @@ class InteractionMatrix:
             "weights": self.weights,
             "half_life_days": self.half_life_days,
             "unknown_event_types": self.unknown_event_types,
+            "ratings": self.ratings.to_json(),
         }
         _atomic_savez(path / "arrays.npz", arrays)
         _atomic_write_text(path / "matrix.json", json.dumps(meta, indent=2))
@@ -132,6 +171,7 @@ class InteractionMatrix:
             weights=meta["weights"],
             half_life_days=meta["half_life_days"],
             unknown_event_types=meta["unknown_event_types"],
+            ratings=RatingValues(**meta.get("ratings", {})),
         )
 
 
@@ -143,19 +183,27 @@ def build_matrix(
     item_ids: Sequence[str] | None = None,
     *,
     time_unit: str | None = None,
+    ratings: RatingValues | None = None,
 ) -> InteractionMatrix:
     """Read interaction batches once into an `InteractionMatrix`.
 
     Rows without a user_id count for items (trends, baskets) but not for the user matrix.
     Event types missing from `weights` weigh 0 and are tallied in `unknown_event_types`.
     `item_ids` fixes the first columns, so indices stay stable across rebuilds.
-    `time_unit` ("s", "ms", ...) reads numeric timestamps in DataFrames.
+    `time_unit` ("s", "ms", ...) reads numeric timestamps in DataFrames. `ratings` says how
+    a rating's value scales its weight (by default it does not).
     """
     if half_life_days is not None and half_life_days <= 0:
         raise DataError(f"half_life_days must be positive, got {half_life_days}")
-    builder = _Builder(dict(weights), half_life_days, _utc(reference_time), item_ids, time_unit)
+    ratings = ratings or RatingValues()
+    builder = _Builder(
+        dict(weights), half_life_days, _utc(reference_time), item_ids, time_unit, ratings
+    )
+    optional = ("user_id", "order_id", "session_id")
+    if ratings.mode != "ignore":
+        optional += ("value",)
     for batch in batches:
-        builder.add(_columns(batch, time_unit))
+        builder.add(_columns(batch, time_unit, optional=optional))
     return builder.finish()
 
 
@@ -167,6 +215,7 @@ def from_frame(
     item_ids: Sequence[str] | None = None,
     *,
     time_unit: str | None = None,
+    ratings: RatingValues | None = None,
 ) -> InteractionMatrix:
     """`build_matrix` for one DataFrame of interactions (default event weights, no decay)."""
     from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
@@ -178,6 +227,7 @@ def from_frame(
         reference_time,
         item_ids,
         time_unit=time_unit,
+        ratings=ratings,
     )
 
 
@@ -347,8 +397,10 @@ class _Builder:
         reference: pd.Timestamp | None,
         item_ids: Sequence[str] | None,
         time_unit: str | None,
+        ratings: RatingValues,
     ) -> None:
         self.weights = weights
+        self.ratings = ratings
         self.half_life_days = half_life_days
         self.half_life_ms = None if half_life_days is None else half_life_days * MS_PER_DAY
         self.reference_ms = None if reference is None else reference.value // 1_000_000
@@ -365,6 +417,10 @@ class _Builder:
         item = self.items.encode(cols["item_id"])
         ts, has_ts = cols["timestamp"], cols["timestamp"] != NAT
         weight = _event_weights(cols["event_type"], self.weights, self.unknown)
+        if "value" in cols:
+            rated = cols["event_type"] == "rating"
+            values = pd.to_numeric(pd.Series(cols["value"][rated]), errors="coerce")
+            weight[rated] *= self.ratings.factors(values.to_numpy(np.float64))
         self._track_time(item, ts, has_ts)
         days = ts // MS_PER_DAY
         in_trend = has_ts & (days >= 0)  # pre-1970 times would make negative columns
@@ -433,6 +489,7 @@ class _Builder:
             weights=dict(self.weights),
             half_life_days=self.half_life_days,
             unknown_event_types=dict(self.unknown),
+            ratings=self.ratings,
         )
 
 
@@ -444,7 +501,7 @@ def _event_weights(
     if missing.any():
         for name, n in pd.Series(event_types[missing]).value_counts().items():
             unknown[str(name)] = unknown.get(str(name), 0) + int(n)
-    return mapped.fillna(0.0).to_numpy(np.float64)
+    return np.array(mapped.fillna(0.0), dtype=np.float64)  # writable: ratings may scale it
 
 
 def _columns(

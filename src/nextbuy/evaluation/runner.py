@@ -32,8 +32,8 @@ import scipy.sparse as sp
 from nextbuy.errors import ConfigError, DataError, NextbuyError
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.splits import Split
-from nextbuy.matrix import InteractionMatrix, from_frame
-from nextbuy.models.base import Recommender
+from nextbuy.matrix import InteractionMatrix, RatingValues, from_frame
+from nextbuy.models.base import EXCLUDED_HEADROOM, Recommender, without_excluded
 from nextbuy.models.blend import OwnHistory
 from nextbuy.models.popularity import PopularityModel
 from nextbuy.models.random_model import RandomModel
@@ -46,6 +46,7 @@ RANKING_METRICS: tuple[str, ...] = ("ndcg", "recall", "precision", "map", "mrr",
 BASELINE_TYPES: tuple[type[Recommender], ...] = (RandomModel, PopularityModel, OwnHistory)
 MAX_CATEGORY_SEGMENTS = 12  # the rest are pooled as "other" so the table stays readable
 IMPLICIT_EVENT = "interaction"  # event type given to frames that have none
+
 
 __all__ = [
     "DEFAULT_KS",
@@ -91,16 +92,21 @@ def prepare(
     weights: Mapping[str, float] | None = None,
     half_life_days: float | None = None,
     relevant_events: Sequence[str] | None = None,
+    ratings: RatingValues | None = None,
+    data: InteractionMatrix | None = None,
 ) -> EvaluationSetup:
     """Build the training matrix, the evaluated users, their histories, exclusions and truth.
 
     Relevant test events are those of `relevant_events`, by default every event type with a
     positive weight (so cancellations and removals from a cart are never "relevant").
+    `ratings` says how a rating's value weighs in the training matrix. `data`, when given, is
+    that matrix already built from `train` with these settings (another protocol's setup).
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     weights = _weights_for(train, weights)
-    data = from_frame(_with_event_type(train), weights, half_life_days)
+    if data is None:
+        data = from_frame(_with_event_type(train), weights, half_life_days, ratings=ratings)
     if data.n_users == 0 or data.n_items == 0:
         raise DataError("the training part of the split holds no weighted interaction")
     relevant = _relevant_rows(_with_event_type(test), weights, relevant_events)
@@ -205,11 +211,17 @@ def _fit_on_events(model: Any, setup: EvaluationSetup, items: pd.DataFrame | Non
 
 def _lists_by_user(model: Any, setup: EvaluationSetup, k: int) -> np.ndarray:
     """An event model ranks users by id over its own item index: mapped onto the matrix's
-    columns (an item the matrix lacks is left out; popular items fill the gap)."""
-    top = model.recommend_users(list(setup.user_ids), k).items
+    columns (an item the matrix lacks is left out; popular items fill the gap). Items the
+    setup excludes are dropped, so a model that may repeat purchases is scored on what it
+    lists beyond them."""
+    extra = 0 if setup.exclude is None else EXCLUDED_HEADROOM
+    top = model.recommend_users(list(setup.user_ids), k + extra).items
     own = np.asarray(model.stage_items, dtype=object)
     column = np.asarray([setup.data.item_index.get(str(t), -1) for t in own], np.int64)
-    return np.where(top >= 0, column[np.maximum(top, 0)], -1)
+    mapped = np.where(top >= 0, column[np.maximum(top, 0)], -1)
+    if setup.exclude is None:
+        return mapped
+    return without_excluded(mapped, setup.exclude, k)
 
 
 def fill_with_popular(top: np.ndarray, setup: EvaluationSetup) -> np.ndarray:
@@ -315,32 +327,94 @@ def evaluate_models(
     The models are fitted in place. A model that fails to fit (say EASE on too large a
     catalogue) gets a row with its error and no numbers rather than stopping the others.
     """
+    return evaluate_protocols(
+        split,
+        models,
+        protocols=(protocol,),
+        ks=ks,
+        items=items,
+        weights=weights,
+        half_life_days=half_life_days,
+        segment_by_category=segment_by_category,
+        baselines=baselines,
+        relevant_events=relevant_events,
+        fill=fill,
+    )[0]
+
+
+def evaluate_protocols(
+    split: Split,
+    models: Mapping[str, Recommender],
+    *,
+    protocols: Sequence[str] = ("discovery", "repeat"),
+    ks: Sequence[int] = DEFAULT_KS,
+    items: pd.DataFrame | None = None,
+    weights: Mapping[str, float] | None = None,
+    half_life_days: float | None = None,
+    segment_by_category: bool = True,
+    baselines: bool = True,
+    relevant_events: Sequence[str] | None = None,
+    fill: bool = True,
+) -> list[EvaluationResult]:
+    """`evaluate_models` under several protocols, each model fitted once.
+
+    A model that learns from events (the hybrid) is fitted for the first protocol; its lists
+    are scored under the others with what they exclude left out.
+    """
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:
         raise ConfigError(f"ks must be positive cut-offs, got {ks}")
-    setup = prepare(
-        split.train,
-        split.test,
-        protocol,
-        weights=weights,
-        half_life_days=half_life_days,
-        relevant_events=relevant_events,
-    )
-    if setup.n_users == 0:
-        raise DataError("no test user has a relevant interaction left to evaluate on")
-    roster = _with_baselines(models, protocol, baselines)
-    outcomes = {name: _run(model, setup, max(ks), items, fill) for name, model in roster.items()}
-    context = _BeyondContext.build(setup, roster, items, ks)
+    if not protocols:
+        raise ConfigError("no protocol to evaluate under")
+    setups: list[EvaluationSetup] = []
+    for protocol in protocols:
+        setups.append(
+            prepare(
+                split.train,
+                split.test,
+                protocol,  # type: ignore[arg-type]
+                weights=weights,
+                half_life_days=half_life_days,
+                relevant_events=relevant_events,
+                data=setups[0].data if setups else None,
+            )
+        )
+        if setups[-1].n_users == 0:
+            raise DataError("no test user has a relevant interaction left to evaluate on")
+    roster = _with_baselines(models, "repeat" if "repeat" in protocols else "", baselines)
+    fits = {name: _fit(model, setups[0], items) for name, model in roster.items()}
+    return [
+        _result(split, setup, roster, fits, ks, items, segment_by_category, fill)
+        for setup in setups
+    ]
+
+
+def _result(
+    split: Split,
+    setup: EvaluationSetup,
+    roster: Mapping[str, Recommender],
+    fits: Mapping[str, _Outcome],
+    ks: tuple[int, ...],
+    items: pd.DataFrame | None,
+    segment_by_category: bool,
+    fill: bool,
+) -> EvaluationResult:
+    protocol = setup.protocol
+    wanted = {n: m for n, m in roster.items() if protocol == "repeat" or n != "own_history"}
+    outcomes = {n: _lists(m, fits[n], setup, max(ks), fill) for n, m in wanted.items()}
+    context = _BeyondContext.build(setup, wanted, items, ks)
     rows, long_rows, segments = [], [], []
     for name, outcome in outcomes.items():
-        row, per_user = _model_row(name, roster[name], outcome, setup, context)
+        row, per_user = _model_row(name, wanted[name], outcome, setup, context)
         rows.append(row)
         long_rows.extend(_by_k_rows(name, outcome, per_user, setup, context))
         if per_user is not None:
             segments.append(_segments(name, outcome, per_user, setup, context, segment_by_category))
     beyond_k = context.beyond_k
     summary = {**_split_summary(split), **setup.summary, "protocol": protocol, "ks": list(ks)}
-    summary.update(beyond_k=beyond_k, fill_with_popular=fill, half_life_days=half_life_days)
+    summary.update(
+        beyond_k=beyond_k, fill_with_popular=fill, half_life_days=setup.data.half_life_days
+    )
     return EvaluationResult(
         table=pd.DataFrame(rows),
         by_k=pd.DataFrame(long_rows, columns=["model", "k", "metric", "value"]),
@@ -369,13 +443,7 @@ def _with_baselines(
     return roster
 
 
-def _run(
-    model: Recommender,
-    setup: EvaluationSetup,
-    k: int,
-    items: pd.DataFrame | None,
-    fill: bool,
-) -> _Outcome:
+def _fit(model: Recommender, setup: EvaluationSetup, items: pd.DataFrame | None) -> _Outcome:
     start = time.perf_counter()
     try:
         if model.needs_events:
@@ -384,9 +452,16 @@ def _run(
             model.fit(setup.data, items)
     except NextbuyError as exc:
         return _Outcome(None, time.perf_counter() - start, math.nan, f"{exc}")
-    fit_seconds = time.perf_counter() - start
+    return _Outcome(None, time.perf_counter() - start, math.nan)
+
+
+def _lists(
+    model: Recommender, fit: _Outcome, setup: EvaluationSetup, k: int, fill: bool
+) -> _Outcome:
+    if fit.error is not None:
+        return fit
     top, recommend_seconds = recommend_lists(model, setup, k, fill=fill)
-    return _Outcome(top, fit_seconds, recommend_seconds)
+    return _Outcome(top, fit.fit_seconds, recommend_seconds)
 
 
 @dataclass

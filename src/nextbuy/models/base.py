@@ -27,6 +27,8 @@ PARAMS_FILE = "params.json"
 ARRAYS_FILE = "arrays.npz"
 # Users scored per block: bounds the dense block to about this many float32 scores (64 MB).
 BLOCK_SCORES = 16_000_000
+# Extra list places asked of a model that ranks by user, so that excluded items can be dropped.
+EXCLUDED_HEADROOM = 50
 
 
 class ModelFitError(NextbuyError):
@@ -257,4 +259,19 @@ def accumulate(
     out = np.zeros(width, np.float32)
     products = np.asarray(weights, np.float32) * np.asarray(values, np.float32)
     np.add.at(out, columns, products)
+    return out
+
+
+def without_excluded(top: np.ndarray, exclude: sp.csr_matrix, k: int) -> np.ndarray:
+    """The first k entries of each row of item indices that `exclude` does not hold, -1
+    padded (for lists made without the exclusion, e.g. by user id)."""
+    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
+    cols = np.minimum(np.maximum(top.ravel(), 0), exclude.shape[1] - 1)
+    inside = top.ravel() < exclude.shape[1]
+    banned = (np.asarray(exclude[rows, cols]).ravel() != 0) & inside
+    banned = (banned | (top.ravel() < 0)).reshape(top.shape)
+    out = np.full((top.shape[0], k), -1, np.int64)
+    for r in range(top.shape[0]):
+        kept = top[r][~banned[r]][:k]
+        out[r, : len(kept)] = kept
     return out
