@@ -18,7 +18,6 @@ import pytest
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from nextbuy.config import DEFAULT_BLEND
 from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.matrix import InteractionMatrix, from_frame
 from nextbuy.models import (
@@ -392,7 +391,8 @@ def test_every_model_fits_movielens_and_serves_every_user(
     data, items = movielens
     params: dict = {"num_threads": 1} if name in ("itemknn", "als", "bpr") else {}
     if name == "blend":
-        params = dict(DEFAULT_BLEND)
+        members = [{"model": m, "params": {}} for m in ("ease", "itemknn", "trending")]
+        params = {"members": members, "weights": [1.0, 1.0, 0.5]}
     model = create_model(name, **params).fit(data, items)
     if name == "own_history":
         # It re-offers what each user already had, so nothing is left once that is excluded.

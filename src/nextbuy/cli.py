@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -89,7 +91,11 @@ rating = 1.0
 # time_format = "%d/%m/%Y %H:%M"
 
 [training]
-half_life_days = 90.0
+# No model named: `nextbuy train` chooses one on the latest window of your events (the
+# leaderboard is printed and kept with the version). model = "ease" (or any model) pins it.
+# model = "auto"
+# budget = "10m"          # search time; by default scaled to the data
+half_life_days = 90.0     # where the search starts
 """
 
 
@@ -279,18 +285,26 @@ def print_audit(result: dict[str, Any]) -> None:
 @user_errors
 def train(
     model: Annotated[
-        str | None, typer.Option(help="Model name (default: the configured one)")
+        str | None,
+        typer.Option(help="Pin a model (default: the configured one; `auto` chooses)"),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(help="Search time of the automatic choice: 90s, 10m, 1h (default: scaled)"),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Train a new model version; it is served only if not worse than the current one."""
+    """Choose a model on the latest window (or take the configured one), train it on every
+    event, and serve it if it is not worse than the current version."""
     from nextbuy.store import open_store
     from nextbuy.training import train_version
 
     settings = _settings(config)
     store = open_store(settings.store_path)
     try:
-        outcome = _with_steps(lambda step: train_version(settings, store, model, step=step))
+        outcome = _with_steps(
+            lambda step: train_version(settings, store, model, step=step, budget=budget)
+        )
     finally:
         store.close()
     _print_train_outcome(outcome)
@@ -306,18 +320,76 @@ def _with_steps(work: Callable[[Callable[[str], None]], Any]) -> Any:
         return work(lambda text: progress.update(task, description=text))
 
 
+LEADERBOARD_ROWS = 15
+
+
 def _print_train_outcome(outcome: Any) -> None:
+    choice = outcome.version.meta["choice"]
+    _print_choice(choice)
     metrics = outcome.metrics
     console.print(
         f"trained {outcome.version.name} ({outcome.version.meta['model']}): "
         f"validation NDCG@10 {metrics.get('ndcg@10', 0):.4f}, "
         f"recall@10 {metrics.get('recall@10', 0):.4f}, "
         f"coverage@10 {metrics.get('coverage@10', 0):.1%} "
-        f"over {int(metrics.get('validation_users', 0)):,} returning users"
+        f"over {int(metrics.get('validation_users', 0)):,} customers of the window "
+        f"({choice['protocol']} protocol)"
     )
     verdict = "promoted" if outcome.promoted else "not promoted"
     console.print(f"{verdict}: {outcome.reason}")
     console.print(f"artifact: {outcome.version.path}")
+
+
+def _print_choice(choice: dict[str, Any]) -> None:
+    """The data's shape, the protocol decision, the leaderboard and the verdict."""
+    from nextbuy.evaluation.leaderboard import failed, leaderboard_rows, other_protocol
+
+    for line in _shape_lines(choice["shape"]):
+        console.print(f"data: {line}", highlight=False)
+    console.print(f"validation: {choice.get('validation_reason', '')}", highlight=False)
+    console.print(f"lists: {choice['protocol_reason']}", highlight=False)
+    other = other_protocol(choice)
+    rows = leaderboard_rows(choice, LEADERBOARD_ROWS)
+    table = Table(
+        title=f"leaderboard: validation window, {choice['protocol']} protocol", box=box.SIMPLE
+    )
+    headers = ["#", "candidate", "NDCG@10", *([other[:5] + "."] if other else [])]
+    for header in (*headers, "recall", "cover", "fit s"):
+        table.add_column(header, justify="left" if header == "candidate" else "right")
+    for row in rows:
+        label = f"{row['model']} [dim]({row['matrix']})[/dim]"
+        cells = [str(row["rank"]), label, _number(row["ndcg@10"])]
+        cells += [_number(row["other"])] if other else []
+        cells += [_number(row["recall@10"]), f"{row['coverage@10']:.0%}"]
+        cells.append(_number(row["fit_seconds"], 1))
+        style = "bold green" if row["chosen"] else ("dim" if row["baseline"] else None)
+        table.add_row(*cells, style=style)
+    console.print(table)
+    scored = sum(1 for t in choice["trials"] if not t.get("error"))
+    seconds, budget = choice["seconds"], choice["budget_seconds"]
+    console.print(
+        f"{scored} candidates scored in {seconds:.0f} s of a {budget:.0f} s budget "
+        "(`nextbuy train --budget` to change it)",
+        highlight=False,
+    )
+    for note in choice.get("notes", []):
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for label, error in failed(choice)[:5]:
+        console.print(f"could not fit {label}: {error}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{choice['verdict']}[/bold]", highlight=False, soft_wrap=True)
+
+
+def _shape_lines(shape: dict[str, Any]) -> list[str]:
+    from nextbuy.choice.shape import DataShape
+
+    fields = {**shape, "event_types": tuple(shape["event_types"])}
+    scale = shape.get("rating_scale")
+    fields["rating_scale"] = None if scale is None else tuple(scale)
+    return DataShape(**fields).lines()
+
+
+def _number(value: float, digits: int = 4) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 models_app = typer.Typer(
@@ -387,13 +459,30 @@ def recommend(
     users: Annotated[str, typer.Option(help="'all', or comma-separated user ids")] = "all",
     k: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     out: Annotated[Path, typer.Option(help=".parquet, .csv or .jsonl")] = Path("recs.parquet"),
+    new_only: Annotated[
+        bool | None,
+        typer.Option(
+            "--new-only/--with-repeats",
+            help="Leave out (or allow) what a customer had; default: as `nextbuy train` "
+            "decided from the data",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Batch recommendations for many users (e.g. a personalised e-mail campaign)."""
+    from nextbuy.engine import Engine
+    from nextbuy.registry import ModelRegistry
+
     settings = _settings(config)
-    engine = load_serving_engine(settings)
+    version = ModelRegistry(settings.models_dir).serving()
+    if version is None:
+        raise NextbuyError("no trained model yet: run `nextbuy train` first")
+    engine = Engine.load(version.path, settings)
+    exclude = settings.training.excludes_seen(version.meta) if new_only is None else new_only
     wanted = None if users == "all" else [u.strip() for u in users.split(",") if u.strip()]
-    table = _with_steps(lambda step: (step("recommending"), engine.recommend_users(wanted, k))[1])
+    table = _with_steps(
+        lambda step: (step("recommending"), engine.recommend_users(wanted, k, exclude))[1]
+    )
     suffix = out.suffix.lower()
     if suffix == ".parquet":
         table.to_parquet(out, index=False)
@@ -407,6 +496,7 @@ def recommend(
 
 
 DEFAULT_EVALUATED_MODELS = ("ease", "als", "bpr", "itemknn", "trending")
+PROTOCOLS = ("discovery", "repeat")
 
 
 @app.command()
@@ -417,7 +507,10 @@ def evaluate(
     ] = None,
     protocol: Annotated[
         str | None,
-        typer.Option(help="discovery (bought items excluded), repeat, or standard"),
+        typer.Option(
+            help="discovery (bought items excluded), repeat, or standard; default: both "
+            "discovery and repeat, the one the served lists follow first"
+        ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -427,40 +520,78 @@ def evaluate(
 
 def _evaluate(settings: Settings, protocol: str | None, models: list[str] | None) -> None:
     from nextbuy.evaluation.report import print_table, write_report
+    from nextbuy.registry import ModelRegistry
 
-    result = _with_steps(lambda step: _run_evaluation(settings, protocol, models, step))
-    print_table(result, console)
+    serving = ModelRegistry(settings.models_dir).serving()
+    meta = None if serving is None else serving.meta
+    in_force = "discovery" if settings.training.excludes_seen(meta) else "repeat"
+    protocols = [protocol] if protocol else [in_force, *(p for p in PROTOCOLS if p != in_force)]
+    results = _with_steps(lambda step: _run_evaluation(settings, meta, protocols, models, step))
+    if serving is not None:
+        console.print(f"served: {serving.name}, {meta['model']}, with its decay and event weights")
+    for result in results:
+        console.rule(f"{result.protocol} protocol")
+        print_table(result, console)
     reports = settings.data_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     html, data = reports / "evaluation.html", reports / "evaluation.json"
-    write_report(result, html, data, title=f"nextbuy evaluation ({result.protocol} protocol)")
+    first = results[0]
+    write_report(
+        first,
+        html,
+        data,
+        title=f"nextbuy evaluation ({first.protocol} protocol)",
+        others=results[1:],
+        choice=None if meta is None else meta.get("choice"),
+    )
     console.print(f"report: {html.resolve()}\nevery number: {data.resolve()}")
 
 
 def _run_evaluation(
-    settings: Settings, protocol: str | None, models: list[str] | None, step: Callable[[str], None]
-) -> Any:
+    settings: Settings,
+    meta: dict[str, Any] | None,
+    protocols: list[str],
+    models: list[str] | None,
+    step: Callable[[str], None],
+) -> list[Any]:
+    """The served configuration (its model, decay and event weights) beside the usual
+    families, fitted on the first 80% of the dated events and scored on the rest, under
+    each protocol."""
     from nextbuy.engine import model_params
-    from nextbuy.evaluation.runner import evaluate_models
+    from nextbuy.evaluation.runner import evaluate_protocols
     from nextbuy.evaluation.splits import temporal_split
     from nextbuy.models import create_model
 
     step("reading events")
     positive, items = _positive_events(settings)
-    weights = settings.events.all_weights()
     split = temporal_split(positive, test_fraction=0.2)
-    names = list(models or dict.fromkeys([settings.training.model, *DEFAULT_EVALUATED_MODELS]))
+    served = _served_model(settings, meta)
+    names = list(models or dict.fromkeys(DEFAULT_EVALUATED_MODELS))
     chosen = {name: create_model(name, **model_params(settings, name)) for name in names}
-    protocol = protocol or ("discovery" if settings.training.exclude_seen else "repeat")
-    step(f"fitting and scoring {len(chosen)} models and the baselines ({protocol} protocol)")
-    return evaluate_models(
+    if served is not None and not models:
+        chosen = {served[0]: served[1], **{n: m for n, m in chosen.items() if n != served[0]}}
+    weights, half_life = settings.events.all_weights(), settings.training.half_life_days
+    if meta is not None:
+        weights, half_life = meta.get("weights") or weights, meta.get("half_life_days")
+    step(f"fitting and scoring {len(chosen)} models and the baselines")
+    return evaluate_protocols(
         split,
         chosen,
-        protocol=protocol,
+        protocols=protocols,
         items=items,
         weights=weights,
-        half_life_days=settings.training.half_life_days,
+        half_life_days=half_life,
     )
+
+
+def _served_model(settings: Settings, meta: dict[str, Any] | None) -> tuple[str, Any] | None:
+    """(name, an unfitted copy of the model in service), if one is."""
+    from nextbuy.models import create_model
+
+    if meta is None:
+        return None
+    params = dict(meta.get("params") or {})
+    return str(meta["model"]), create_model(str(meta["model"]), **params)
 
 
 def _positive_events(settings: Settings) -> tuple[Any, Any]:
@@ -804,17 +935,23 @@ def tune(
     config: ConfigOption = None,
 ) -> None:
     """Search hyper-parameters on the validation window only; the best are used from then on."""
+    from nextbuy.config import AUTO_MODEL
     from nextbuy.engine import TUNED_FILE, tuned_params
     from nextbuy.evaluation.splits import temporal_split
     from nextbuy.evaluation.tuning import tune as run_tuning
 
     settings = _settings(config)
     name = model or settings.training.model
+    if name == AUTO_MODEL:
+        raise NextbuyError(
+            "`nextbuy train` chooses and tunes the model itself (model = auto); give "
+            "--model NAME to tune one model for a configuration that pins it"
+        )
     positive, items = _positive_events(settings)
     weights = settings.events.all_weights()
     # The newest window stays unseen, as in `evaluate`; tuning uses the one before it.
     split = temporal_split(positive, test_fraction=0.2, validation_fraction=0.1)
-    protocol = "discovery" if settings.training.exclude_seen else "repeat"
+    protocol = "discovery" if settings.training.excludes_seen() else "repeat"
     result = _with_steps(
         lambda step: (
             step(f"tuning {name}: {trials} trials on the validation window"),
@@ -852,9 +989,9 @@ cancellation = 0.0
 stock_adjustment = 0.0
 
 [training]
-# The hybrid pipeline: candidate generators ranked by LambdaMART (about 2 minutes to train
-# on the sample with two cores); "blend" trains in seconds.
-model = "hybrid"
+# No model named: `nextbuy train` chooses on the latest window of the shop's events, within
+# two minutes of search on this sample (the budget scales with the data by default).
+budget = "2m"
 """
 
 

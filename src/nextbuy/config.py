@@ -7,8 +7,9 @@ section forbids unknown keys so that a misspelt option fails loudly instead of b
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -34,6 +35,15 @@ class EventsConfig(Section):
     )
     # Event types whose quantity may be negative (returns, cancellations, stock corrections).
     negative_quantity_allowed: list[str] = Field(default_factory=list)
+    rating_values: Literal["auto", "ignore", "scaled", "liked"] = Field(
+        default="auto",
+        description="How a rating's value scales its weight: ignore (every rating alike), "
+        "scaled (value / top of the scale), liked (only above the scale's middle); auto: "
+        "`nextbuy train` chooses on the validation window.",
+    )
+    rating_scale: tuple[float, float] | None = Field(
+        default=None, description="Lowest and highest rating; unset: read from the data."
+    )
 
     @field_validator("custom")
     @classmethod
@@ -61,36 +71,59 @@ class ImportConfig(Section):
     batch_rows: int = Field(default=100_000, ge=1_000)
 
 
-# The best configuration benchmarks/bench_online_retail.py found (discovery protocol, tuned on
-# the validation window): a newcomer gets it without tuning. EASE keeps to the 20,000 most
-# popular items on bigger catalogues instead of refusing them.
-DEFAULT_BLEND: dict[str, Any] = {
-    "members": [
-        {"model": "ease", "params": {"reg": 500.0, "prune_items": True}},
-        {"model": "als", "params": {}},
-        {"model": "itemknn", "params": {}},
-        {"model": "trending", "params": {}},
-    ],
-    "weights": [1.0, 1.488, 0.999, 1.45],
-}
+AUTO_MODEL = "auto"
 
 
 class TrainingConfig(Section):
     half_life_days: float | None = Field(
-        default=90.0, gt=0, description="Time decay of event weights; unset means no decay."
+        default=90.0,
+        gt=0,
+        description="Time decay of event weights; unset means no decay. Under the automatic "
+        "choice this is where the search starts.",
     )
-    model: str = Field(default="blend", description="Model the engine serves by default.")
+    model: str = Field(
+        default=AUTO_MODEL,
+        description="`auto`: `nextbuy train` chooses the model on the validation window; a "
+        "model name pins that model.",
+    )
     params: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"blend": dict(DEFAULT_BLEND)},
-        description="Hyper-parameters per model name (override tuning).",
+        default_factory=dict, description="Hyper-parameters per model name (override tuning)."
     )
-    exclude_seen: bool = Field(
-        default=True, description="Leave items a user already interacted with out of lists."
+    budget: str = Field(
+        default="auto",
+        description="Time the automatic choice may search: 10m, 90s, 1h; auto scales it to "
+        "the data (10 minutes for a million events).",
+    )
+    exclude_seen: bool | None = Field(
+        default=None,
+        description="Leave items a user already interacted with out of lists. Unset: decided "
+        "from the data (repeat purchases in the validation window) by `nextbuy train`.",
+    )
+    repeat_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Lists may repeat earlier purchases when at least this share of the "
+        "validation window's purchases were items the customer had before.",
+    )
+    validation: Literal["auto", "latest", "random"] = Field(
+        default="auto",
+        description="What `nextbuy train` validates on: the latest events (what customers do "
+        "next), or a random share of each customer's events (what they like, whenever they "
+        "said it); auto: random for shops with ratings only, else the latest.",
     )
     validation_fraction: float = Field(
         default=0.1, gt=0, lt=0.5, description="Latest share of events held out to validate."
     )
     promotion_metric: str = "ndcg@10"
+
+    def excludes_seen(self, meta: Mapping[str, Any] | None = None) -> bool:
+        """Whether lists leave out what a customer had: as configured when set, else as
+        `nextbuy train` decided from the data (kept in the version's `meta`), else yes."""
+        if self.exclude_seen is not None:
+            return self.exclude_seen
+        return bool((meta or {}).get("exclude_seen", True))
+
     promotion_tolerance: float = Field(
         default=0.02, ge=0, description="A new version may be this much worse (relative)."
     )

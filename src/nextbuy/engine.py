@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.config import Settings, load_settings
-from nextbuy.errors import NotFittedError, NotFoundError
-from nextbuy.matrix import Batch, InteractionMatrix, build_matrix
+from nextbuy.choice import Choice, choose
+from nextbuy.config import AUTO_MODEL, Settings, load_settings
+from nextbuy.errors import ConfigError, NotFittedError, NotFoundError
+from nextbuy.matrix import Batch, InteractionMatrix, RatingValues, build_matrix
 from nextbuy.models import Recommender, TopK, create_model
+from nextbuy.models.base import EXCLUDED_HEADROOM, without_excluded
 
 ENGINE_FILE = "engine.json"
 Step = Callable[[str], None]
@@ -52,21 +54,37 @@ def model_params(settings: Settings, model: str) -> dict[str, Any]:
     return {**tuned_params(settings).get(model, {}), **settings.training.params.get(model, {})}
 
 
+def rating_values(settings: Settings) -> RatingValues:
+    """How ratings weigh in this engine's matrix ("auto" before a choice: as today, alike)."""
+    mode = settings.events.rating_values
+    scale = settings.events.rating_scale or (1.0, 5.0)
+    return RatingValues("ignore" if mode == "auto" else mode, *scale)
+
+
 class Engine:
-    """One trained model with the interaction matrix it was trained on and the catalogue."""
+    """One trained model with the interaction matrix it was trained on and the catalogue.
+
+    `model="auto"` (the default unless the configuration names one) chooses on `fit`: the
+    latest window of the events is held out, the model families are searched on it within
+    `budget` (see `nextbuy.choice`), and the winner is trained on everything; `choice` then
+    holds the leaderboard.
+    """
 
     def __init__(
         self,
         settings: Settings | None = None,
         model: str | None = None,
         params: dict[str, Any] | None = None,
+        budget: str | float | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.model_name = model or self.settings.training.model
         self.params = params if params is not None else model_params(self.settings, self.model_name)
+        self.budget = budget
         self.model: Recommender | None = None
         self.data: InteractionMatrix | None = None
         self.items: pd.DataFrame | None = None
+        self.choice: Choice | None = None
 
     @classmethod
     def from_config(cls, path: Path | None = None, **overrides: Any) -> Engine:
@@ -84,12 +102,32 @@ class Engine:
     def fit_batches(
         self, batches: Iterable[Batch], items: pd.DataFrame | None = None, step: Step = _quiet
     ) -> Self:
+        if self.model_name == AUTO_MODEL:
+            return self._choose_and_fit(batches, items, step)
         weights = self.settings.events.all_weights()
         model = create_model(self.model_name, **self.params)
         if getattr(model, "needs_events", False):
             return self._fit_events(model, batches, items, step)
-        data = build_matrix(batches, weights, self.settings.training.half_life_days)
+        data = build_matrix(
+            batches,
+            weights,
+            self.settings.training.half_life_days,
+            ratings=rating_values(self.settings),
+        )
         return self.fit_matrix(data, items)
+
+    def _choose_and_fit(
+        self, batches: Iterable[Batch], items: pd.DataFrame | None, step: Step
+    ) -> Self:
+        events = pd.concat([_as_frame(b) for b in batches], ignore_index=True)
+        items = None if items is None or items.empty else items
+        choice = choose(events, items, self.settings, budget=self.budget, step=step)
+        winner = choice.winner.candidate
+        self.settings = choice.settings_for(self.settings)
+        self.model_name, self.params = winner.model, dict(winner.params)
+        self.fit_batches([events], items, step)
+        self.choice = choice
+        return self
 
     def _fit_events(
         self, model: Any, batches: Iterable[Batch], items: pd.DataFrame | None, step: Step
@@ -100,15 +138,21 @@ class Engine:
         weights = self.settings.events.all_weights()
         exclude_seen = self.settings.training.exclude_seen
         items = None if items is None or items.empty else items
-        stage_items = model.fit_events(events, items, weights, exclude_seen, step)
+        stage_items = model.fit_events(events, items, weights, exclude_seen is not False, step)
         data = build_matrix(
-            [events], weights, self.settings.training.half_life_days, item_ids=stage_items
+            [events],
+            weights,
+            self.settings.training.half_life_days,
+            item_ids=stage_items,
+            ratings=rating_values(self.settings),
         )
         model.attach(data)
         self.model, self.data, self.items = model, data, items
         return self
 
     def fit_matrix(self, data: InteractionMatrix, items: pd.DataFrame | None = None) -> Self:
+        if self.model_name == AUTO_MODEL:
+            raise ConfigError("the automatic choice needs the events: use fit(), not fit_matrix()")
         model = create_model(self.model_name, **self.params)
         self.model = model.fit(data, None if items is None or items.empty else items)
         self.data = data
@@ -138,10 +182,16 @@ class Engine:
     def top_k(self, user_ids: Sequence[str], k: int, exclude_seen: bool = True) -> TopK:
         """The model's k best per user (matrix item indices), from their trained histories."""
         model, data = self._ready()
-        if getattr(model, "needs_events", False):
-            # the hybrid ranks by user (their events), not by a history row
-            return model.recommend_users(list(user_ids), k)  # type: ignore[attr-defined]
         histories = data.rows(list(user_ids))
+        if getattr(model, "needs_events", False):
+            # the hybrid ranks by user (their events), not by a history row; a version that
+            # may repeat purchases has them dropped here when lists must not
+            wide = k + (EXCLUDED_HEADROOM if exclude_seen else 0)
+            top = model.recommend_users(list(user_ids), wide)  # type: ignore[attr-defined]
+            if not exclude_seen:
+                return top
+            items = without_excluded(top.items, histories, k)
+            return TopK(items, _scores_of(top, items))
         return model.recommend(histories, k, exclude=histories if exclude_seen else None)
 
     def recommend_history(
@@ -233,6 +283,15 @@ class Engine:
         items_path = path / "items.parquet"
         engine.items = pd.read_parquet(items_path) if items_path.is_file() else None
         return engine
+
+
+def _scores_of(top: TopK, kept: np.ndarray) -> np.ndarray:
+    """The scores `top` gave the items in `kept` (each row a subsequence of top's row)."""
+    out = np.full(kept.shape, -np.inf, np.float32)
+    for r in range(kept.shape[0]):
+        where = {int(i): s for i, s in zip(top.items[r], top.scores[r], strict=True)}
+        out[r] = [where.get(int(i), -np.inf) for i in kept[r]]
+    return out
 
 
 def _items_for_disk(items: pd.DataFrame) -> pd.DataFrame:

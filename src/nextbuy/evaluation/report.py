@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from nextbuy.evaluation.leaderboard import leaderboard_rows, other_protocol
 from nextbuy.evaluation.runner import RANKING_METRICS, EvaluationResult
 
 CURVE_METRICS: tuple[str, ...] = ("ndcg", "recall", "precision")
@@ -63,16 +64,34 @@ def write_report(
     html_path: Path,
     json_path: Path | None = None,
     title: str = "nextbuy offline evaluation",
+    *,
+    others: Sequence[EvaluationResult] = (),
+    choice: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write the HTML report and, beside it (or at `json_path`), the JSON of every number."""
+    """Write the HTML report and, beside it (or at `json_path`), the JSON of every number.
+
+    `result` is the protocol the lists follow; `others` the same models under other
+    protocols; `choice` the leaderboard `nextbuy train` chose the served model from.
+    """
     html_path = Path(html_path)
     json_path = Path(json_path) if json_path is not None else html_path.with_suffix(".json")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     payload = result.to_json()
+    payload["other_protocols"] = {other.protocol: other.to_json() for other in others}
+    payload["choice"] = _jsonable_choice(choice)
     _atomic_write(json_path, json.dumps(payload, indent=2, allow_nan=False))
-    _atomic_write(html_path, render_html(result, title, json_name=json_path.name))
+    html = render_html(result, title, json_name=json_path.name, others=others, choice=choice)
+    _atomic_write(html_path, html)
     return html_path, json_path
+
+
+def _jsonable_choice(choice: Mapping[str, Any] | None) -> Any:
+    return None if choice is None else json.loads(json.dumps(choice, default=_no_nan))
+
+
+def _no_nan(value: Any) -> Any:
+    return None
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -83,7 +102,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def render_html(
-    result: EvaluationResult, title: str = "nextbuy offline evaluation", json_name: str = ""
+    result: EvaluationResult,
+    title: str = "nextbuy offline evaluation",
+    json_name: str = "",
+    *,
+    others: Sequence[EvaluationResult] = (),
+    choice: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page as one string."""
     env = jinja2.Environment(
@@ -106,7 +130,48 @@ def render_html(
         segment_svg=_segment_plot(result),
         category_svg=_category_plot(result),
         json_name=json_name,
+        others=[
+            {"protocol": o.protocol, "columns": _table_columns(o), "rows": _table_rows(o)}
+            for o in others
+        ],
+        choice=None if choice is None else _choice_view(choice),
     )
+
+
+LEADERBOARD_ROWS = 30
+
+
+def _finite(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "–"
+
+
+def _choice_view(choice: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaderboard `nextbuy train` chose from, formatted for the page."""
+
+    rows = []
+    for row in leaderboard_rows(choice, LEADERBOARD_ROWS):
+        rows.append(
+            {
+                **row,
+                "ndcg": _finite(row["ndcg@10"]),
+                "other_ndcg": _finite(row["other"]),
+                "recall": _finite(row["recall@10"]),
+                "coverage": f"{row['coverage@10']:.1%}",
+                "fit": _finite(row["fit_seconds"], 1),
+            }
+        )
+    return {
+        "protocol": choice["protocol"],
+        "reason": choice["protocol_reason"],
+        "held_out": choice.get("validation_reason", ""),
+        "other": other_protocol(choice),
+        "verdict": choice["verdict"],
+        "notes": choice.get("notes", []),
+        "rows": rows,
+        "trials": len(choice["trials"]),
+        "seconds": choice["seconds"],
+        "budget": choice["budget_seconds"],
+    }
 
 
 # --------------------------------------------------------------------------- table

@@ -95,6 +95,8 @@ class RequestContext:
     purchased_at: dict[int, float] = field(default_factory=dict)  # item index -> last time (ms)
     history: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # recent first
     context: dict[str, str] = field(default_factory=dict)  # page category, device, region...
+    # the served version lists what a customer bought before (the shop buys again)
+    repeats: bool = False
     _purchases: tuple[np.ndarray, np.ndarray] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -134,9 +136,14 @@ class Filter(ABC):
 @dataclass(frozen=True)
 class ExcludePurchased(Filter):
     days: float | None = None  # None: anything the user ever bought
+    # "discovery": only while the served version shows what customers have not had yet; in
+    # a shop that buys again, the version lists repeat purchases and the rule stands aside
+    when: str = "always"
     name: str = "exclude_purchased"
 
     def keep(self, ctx: RequestContext, items: np.ndarray, catalog: ItemCatalog) -> np.ndarray:
+        if self.when == "discovery" and ctx.repeats:
+            return np.ones(len(items), bool)
         cutoff = None if self.days is None else ctx.now_ms - self.days * DAY_MS
         return ~_isin_sorted(items, ctx.purchased_since(cutoff))
 
@@ -717,13 +724,16 @@ class _RuleConfig(BaseModel):
 
 
 class ExcludePurchasedConfig(_RuleConfig):
-    """Leave out what the user bought within `days` (unset: ever)."""
+    """Leave out what the user bought within `days` (unset: ever). `when = "discovery"`
+    applies it only while the served version shows what customers have not had yet: where
+    `nextbuy train` found that customers buy again, its lists repeat purchases on purpose."""
 
     type: Literal["exclude_purchased"] = "exclude_purchased"
     days: float | None = Field(default=None, gt=0)
+    when: Literal["always", "discovery"] = "always"
 
     def build(self) -> Rule:
-        return ExcludePurchased(self.days)
+        return ExcludePurchased(self.days, self.when)
 
 
 class ExcludeUnavailableConfig(_RuleConfig):
@@ -915,11 +925,12 @@ def build_rules(configs: Sequence[RuleConfig]) -> list[Rule]:
 
 # Defaults per placement; a nextbuy.toml [placements.NAME] replaces that one placement only.
 DEFAULT_PLACEMENTS: dict[str, PlacementConfig] = {
-    # Personal picks on the home page: nothing bought this month, a mix of departments.
+    # Personal picks on the home page: a mix of departments; nothing bought this month,
+    # unless the shop's customers buy again (then the lists repeat purchases on purpose).
     "home": PlacementConfig(
         k=10,
         rules=[
-            ExcludePurchasedConfig(days=30),
+            ExcludePurchasedConfig(days=30, when="discovery"),
             ExcludeUnavailableConfig(),
             DiversityConfig(mmr_lambda=0.7, max_per_category=3),
         ],
@@ -942,12 +953,13 @@ DEFAULT_PLACEMENTS: dict[str, PlacementConfig] = {
             DiversityConfig(mmr_lambda=0.5, max_per_category=2, by="category"),
         ],
     ),
-    # A newsletter read days later: nothing bought in a quarter, news first, one discovery.
+    # A newsletter read days later: news first, one discovery; nothing bought in a quarter,
+    # unless the shop's customers buy again.
     "email": PlacementConfig(
         k=6,
         candidates=300,
         rules=[
-            ExcludePurchasedConfig(days=90),
+            ExcludePurchasedConfig(days=90, when="discovery"),
             ExcludeUnavailableConfig(),
             BoostNewConfig(days=14, factor=1.2),
             DiversityConfig(mmr_lambda=0.6, max_per_category=2),

@@ -66,7 +66,7 @@ def for_user(state: ServingState, live: Live, ask: Ask) -> dict[str, Any]:
     segments: list[gen.Segment | None] = []
     fallback = None
     if shopper.personal and shopper.has_history:
-        exclude_seen = state.settings.training.exclude_seen
+        exclude_seen = state.settings.training.excludes_seen(live.model.meta)
         segments += [
             gen.complements(live, shopper),
             gen.personal(live, shopper, n, exclude_seen, state.metrics),
@@ -233,7 +233,9 @@ def buy_again(state: ServingState, live: Live, ask: Ask) -> dict[str, Any]:
         + [None],
         dtype=object,
     )[:-1]
-    ctx = _context(ask, shopper, k)
+    ctx = _context(
+        ask, shopper, k, repeats=not state.settings.training.excludes_seen(live.model.meta)
+    )
     out = apply_rules(list(placement.rules), ctx, merged.cands, live.catalog)
     return _respond(state, live, placement, out, shopper, {}, {})
 
@@ -250,17 +252,20 @@ def _finish(
     ask: Ask,
     exclude_items: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    exclude = shopper.cols if state.settings.training.exclude_seen else np.zeros(0, np.int64)
+    excludes_seen = state.settings.training.excludes_seen(live.model.meta)
+    exclude = shopper.cols if excludes_seen else np.zeros(0, np.int64)
     if exclude_items is not None and len(exclude_items):
         exclude = np.concatenate([exclude, exclude_items])
     merged = gen.merge(live, segments, n, exclude)
     merged = gen.insert_new_arrival(live, merged, k)
-    ctx = _context(ask, shopper, k)
+    ctx = _context(
+        ask, shopper, k, repeats=not state.settings.training.excludes_seen(live.model.meta)
+    )
     out = apply_rules(list(placement.rules), ctx, merged.cands, live.catalog)
     return _respond(state, live, placement, out, shopper, merged.anchors, merged.labels)
 
 
-def _context(ask: Ask, shopper: Shopper, k: int) -> RequestContext:
+def _context(ask: Ask, shopper: Shopper, k: int, repeats: bool) -> RequestContext:
     context = dict(ask.context)
     if ask.category:
         context["category"] = ask.category
@@ -271,6 +276,7 @@ def _context(ask: Ask, shopper: Shopper, k: int) -> RequestContext:
         purchased_at=shopper.purchased_at,
         history=shopper.history,
         context=context,
+        repeats=repeats,
     )
 
 

@@ -200,7 +200,7 @@ def build_serving_model(
     # One BLAS thread: the other core keeps answering requests while this runs.
     with threadpool_limits(1):
         top_items, top_scores = serving_lists(model, data, n) or precompute(
-            model, data, n, settings.training.exclude_seen
+            model, data, n, settings.training.excludes_seen(version.meta)
         )
         popularity = item_popularity(data, "users")
         trending_scores = _trending(data, popularity)

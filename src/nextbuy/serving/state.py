@@ -301,7 +301,9 @@ class ServingState:
         suppressed = user_id is not None and self.erasures.suppressed(
             user_id, live.model.trained_at_ms
         )
-        return resolve(live, self.online, self.weights, user_id, session_id, profile, suppressed)
+        # the version's own event weights: the automatic choice may have chosen others
+        weights = live.model.data.weights or self.weights
+        return resolve(live, self.online, weights, user_id, session_id, profile, suppressed)
 
     def forget_user(self, user_id: str) -> None:
         """Erasure beyond the store: suppression list, profile and online state."""

@@ -1,8 +1,11 @@
-"""`nextbuy train`: validate on the latest window, train on everything, register, promote.
+"""`nextbuy train`: choose on the latest window, train on everything, register, promote.
 
-A new version is promoted only if it is not worse than the version in service, both measured
-on the same validation window of today's data; otherwise the serving version stays and the
-reason is recorded.
+With no model configured (`model = "auto"`) the automatic choice (`nextbuy.choice`) searches
+the model families, their parameters and the event weighting on the latest window of events
+and picks the winner, falling back to a baseline when no learned model beats it. A model
+named in the configuration is scored beside the baselines and trained as it is. The version
+in service is scored on the same window first: a new version is promoted only if it is not
+worse than that, and otherwise the serving version stays and the reason is recorded.
 """
 
 from __future__ import annotations
@@ -12,27 +15,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
 
 from nextbuy import __version__
-from nextbuy.config import Settings
+from nextbuy.choice import Candidate, Choice, choose
+from nextbuy.choice.search import Earlier
+from nextbuy.choice.trials import Trial
+from nextbuy.config import AUTO_MODEL, Settings
 from nextbuy.engine import Engine, model_params
 from nextbuy.errors import DataError
-from nextbuy.evaluation.metrics import (
-    catalog_coverage,
-    ranking_metrics,
-    summarise,
-    users_with_truth,
-)
-from nextbuy.matrix import InteractionMatrix
 from nextbuy.registry import ModelRegistry, Version
 from nextbuy.store.base import Store
 
 Step = Callable[[str], None]
-VALIDATION_KS = (5, 10, 20)
+IN_SERVICE = "in service"
 
 
 @dataclass
@@ -42,6 +39,7 @@ class TrainOutcome:
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
     serving_metrics: dict[str, float] | None = None
+    choice: Choice | None = None
 
 
 def read_interactions(store: Store) -> pd.DataFrame:
@@ -51,92 +49,72 @@ def read_interactions(store: Store) -> pd.DataFrame:
     return pa.Table.from_batches(batches).to_pandas()
 
 
-def validation_window(events: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, validation): the latest `fraction` of dated events is the validation window."""
-    dated = events.dropna(subset=["timestamp"])
-    if len(dated) < 10:
-        raise DataError("too few dated events to hold out a validation window (need ≥ 10)")
-    cut = dated["timestamp"].quantile(1 - fraction)
-    return events[~(events["timestamp"] >= cut)], events[events["timestamp"] >= cut]
-
-
-def validation_metrics(
-    settings: Settings,
-    model: str,
-    params: dict[str, Any],
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    items: pd.DataFrame | None,
-    step: Step = lambda _: None,
-) -> dict[str, float]:
-    """Fit on `train`, rank for users who come back in `validation`, score what they did."""
-    weights = settings.events.all_weights()
-    engine = Engine(settings, model, params).fit(train, items, step)
-    data = engine.data
-    assert data is not None
-    truth = _truth(data, validation, weights, settings.training.exclude_seen)
-    users = users_with_truth(truth)
-    if len(users) == 0:
-        raise DataError("no user of the validation window was seen before it; cannot validate")
-    exclude_seen = settings.training.exclude_seen
-    top = engine.top_k(list(data.user_ids[users]), max(VALIDATION_KS), exclude_seen)
-    metrics = summarise(ranking_metrics(top.items, truth[users], VALIDATION_KS))
-    metrics["coverage@10"] = catalog_coverage(top.items[:, :10], data.n_items)
-    metrics["validation_users"] = float(len(users))
-    return metrics
-
-
-def _truth(
-    data: InteractionMatrix, validation: pd.DataFrame, weights: dict[str, float], exclude_seen: bool
-) -> sp.csr_matrix:
-    positive = validation[validation["event_type"].map(weights).fillna(0) > 0]
-    # The engine predicts what customers buy next: where purchases exist, they are the truth.
-    if (positive["event_type"] == "purchase").any():
-        positive = positive[positive["event_type"] == "purchase"]
-    rows = positive["user_id"].map(data.user_index)
-    cols = positive["item_id"].map(data.item_index)
-    known = rows.notna() & cols.notna()
-    truth = sp.csr_matrix(
-        (
-            np.ones(int(known.sum()), np.float32),
-            (rows[known].astype(int).to_numpy(), cols[known].astype(int).to_numpy()),
-        ),
-        shape=(data.n_users, data.n_items),
-    )
-    truth.sum_duplicates()
-    truth.data[:] = 1.0
-    if exclude_seen:
-        truth = truth - truth.multiply(data.matrix > 0)
-        truth.eliminate_zeros()
-    return sp.csr_matrix(truth)
-
-
 def train_version(
     settings: Settings,
     store: Store,
     model: str | None = None,
     params: dict[str, Any] | None = None,
     step: Step = lambda _: None,
+    budget: str | float | None = None,
 ) -> TrainOutcome:
-    model = model or settings.training.model
-    params = model_params(settings, model) if params is None else params
+    """Choose (or take `model`), train on every event, register the version, promote it if it
+    is not worse than the version in service on the same validation window."""
     registry = ModelRegistry(settings.models_dir)
     step("reading events")
     events = read_interactions(store)
     items = store.items()
     items = None if items.empty else items
-    step("validating on the latest window")
-    train, validation = validation_window(events, settings.training.validation_fraction)
-    metrics = validation_metrics(settings, model, params, train, validation, items, step)
     serving = registry.serving()
-    serving_metrics = None
-    if serving is not None:
-        step(f"measuring {serving.name} on the same window")
-        serving_metrics = validation_metrics(
-            settings, serving.meta["model"], serving.meta["params"], train, validation, items, step
+    earlier = [] if serving is None else [_earlier(serving)]
+    name = model or settings.training.model
+    pinned = None
+    if name != AUTO_MODEL:
+        chosen = model_params(settings, name) if params is None else params
+        pinned = Candidate(
+            name, chosen, settings.training.half_life_days, ratings=_ratings(settings)
         )
-    step(f"training {model} on all {len(events):,} events")
-    engine = Engine(settings, model, params).fit(events, items, step)
+    choice = choose(
+        events, items, settings, budget=budget, earlier=earlier, pinned=pinned, step=step
+    )
+    version = _train_and_register(settings, registry, events, items, choice, step)
+    serving_trial = next((t for t in choice.trials if t.stage == IN_SERVICE), None)
+    promoted, reason = _promotion(settings, choice, serving, serving_trial)
+    if promoted:
+        registry.promote(version.name, reason)
+    serving_metrics = None if serving_trial is None else _metrics(serving_trial, choice)
+    return TrainOutcome(
+        version, promoted, reason, _metrics(choice.winner, choice), serving_metrics, choice
+    )
+
+
+def _ratings(settings: Settings) -> str:
+    mode = settings.events.rating_values
+    return "ignore" if mode == "auto" else mode
+
+
+def _earlier(serving: Version) -> Earlier:
+    meta = serving.meta
+    candidate = Candidate(
+        str(meta["model"]),
+        dict(meta.get("params") or {}),
+        meta.get("half_life_days"),
+        ratings=str((meta.get("ratings") or {}).get("mode", "ignore")),
+    )
+    return Earlier(IN_SERVICE, candidate, dict(meta.get("weights") or {}))
+
+
+def _train_and_register(
+    settings: Settings,
+    registry: ModelRegistry,
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    choice: Choice,
+    step: Step,
+) -> Version:
+    winner = choice.winner.candidate
+    trained_with = choice.settings_for(settings)
+    step(f"training {winner.label()} on all {len(events):,} events")
+    engine = Engine(trained_with, winner.model, dict(winner.params)).fit(events, items, step)
     prepare = getattr(engine.model, "prepare_to_serve", None)
     if prepare is not None and engine.data is not None:
         # the hybrid's lists take a ranker pass per user: done once here, not at each load
@@ -145,26 +123,34 @@ def train_version(
     staged = registry.staging()
     try:
         engine.save(staged)
-        version = registry.register(staged, _meta(settings, model, params, metrics, events))
+        return registry.register(staged, _meta(trained_with, choice, events))
     except BaseException:
         registry.discard(staged)
         raise
-    promoted, reason = _promotion(settings, metrics, serving, serving_metrics)
-    if promoted:
-        registry.promote(version.name, reason)
-    return TrainOutcome(version, promoted, reason, metrics, serving_metrics)
+
+
+def _metrics(trial: Trial, choice: Choice) -> dict[str, float]:
+    """The trial's scores on the protocol in force, and the other protocol's NDCG@10."""
+    out = dict(trial.scores.get(choice.protocol, {}))
+    if "users" in out:
+        out["validation_users"] = out.pop("users")
+    for protocol, scores in trial.scores.items():
+        out[f"{protocol}_ndcg@10"] = scores.get("ndcg@10", float("nan"))
+    out["fit_seconds"] = trial.fit_seconds
+    return out
 
 
 def _promotion(
-    settings: Settings,
-    metrics: dict[str, float],
-    serving: Version | None,
-    serving_metrics: dict[str, float] | None,
+    settings: Settings, choice: Choice, serving: Version | None, serving_trial: Trial | None
 ) -> tuple[bool, str]:
-    if serving is None or serving_metrics is None:
+    if serving is None:
         return True, "first version"
+    if serving_trial is None or serving_trial.error:
+        return True, f"{serving.name} could not be scored on today's window"
     name = settings.training.promotion_metric
-    new, old = metrics.get(name, 0.0), serving_metrics.get(name, 0.0)
+    protocol = choice.protocol
+    new = choice.winner.scores.get(protocol, {}).get(name, 0.0)
+    old = serving_trial.scores.get(protocol, {}).get(name, 0.0)
     floor = old * (1 - settings.training.promotion_tolerance)
     if new >= floor:
         return True, f"{name} {new:.4f} vs {old:.4f} for {serving.name} on the same window"
@@ -174,23 +160,21 @@ def _promotion(
     )
 
 
-def _meta(
-    settings: Settings,
-    model: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    events: pd.DataFrame,
-) -> dict[str, Any]:
+def _meta(settings: Settings, choice: Choice, events: pd.DataFrame) -> dict[str, Any]:
+    winner = choice.winner.candidate
     return {
-        "model": model,
-        "params": params,
-        "metrics": metrics,
+        "model": winner.model,
+        "params": dict(winner.params),
+        "metrics": _metrics(choice.winner, choice),
         "trained_at": datetime.now(UTC).isoformat(),
         "nextbuy_version": __version__,
         "events": len(events),
         "last_event": str(events["timestamp"].max()),
         "weights": settings.events.all_weights(),
         "half_life_days": settings.training.half_life_days,
-        "exclude_seen": settings.training.exclude_seen,
+        "ratings": {"mode": winner.ratings, "scale": choice.rating_scale},
+        "exclude_seen": choice.protocol == "discovery",
+        "protocol": choice.protocol,
         "validation_fraction": settings.training.validation_fraction,
+        "choice": choice.to_json(),
     }

@@ -1,0 +1,130 @@
+"""Blend weights searched with Optuna on the validation window, each member scored once.
+
+Every member's normalised scores are computed once per block of customers; only each
+customer's pool (the union of every member's top `POOL` items) is kept, so a trial is a
+weighted sum over the pools and a top-10, whatever the size of the catalogue. An item outside
+every member's top `POOL` could not reach a top-10 of a blend of them unless weights were
+extreme, which the search does not try.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from nextbuy.evaluation import metrics
+from nextbuy.evaluation.runner import EvaluationSetup, fill_with_popular
+from nextbuy.models.base import BLOCK_SCORES, Recommender
+from nextbuy.models.blend import normalise_rows
+
+POOL = 100
+K = 10
+NORMALISE = "zscore"
+WEIGHT_RANGE = (0.0, 2.0)
+# a negative weight on a best-seller list steers a blend away from the obvious
+SIGNED_MEMBERS = frozenset({"popularity", "trending"})
+
+
+@dataclass
+class Pools:
+    """Per customer, the pooled items and each member's normalised score on them."""
+
+    items: np.ndarray  # int64 (users, width), -1 where the pool is shorter
+    values: np.ndarray  # float32 (members, users, width)
+
+    @classmethod
+    def build(cls, members: Sequence[Recommender], setup: EvaluationSetup) -> Pools:
+        n_users, n_items = setup.histories.shape[0], setup.data.n_items
+        width = POOL * len(members)
+        items = np.full((n_users, width), -1, np.int64)
+        values = np.zeros((len(members), n_users, width), np.float32)  # padding: items < 0
+        block = max(1, BLOCK_SCORES // max(n_items * len(members), 1))
+        for start in range(0, n_users, block):
+            stop = min(start + block, n_users)
+            allowed = _allowed(setup, start, stop)
+            parts = [_normalised(m, setup, start, stop) for m in members]
+            pooled = _pool([np.where(ok & allowed, v, -np.inf) for v, ok in parts])
+            items[start:stop, : pooled.shape[1]] = pooled
+            safe = np.maximum(pooled, 0)
+            for m, (part, _) in enumerate(parts):
+                got = np.take_along_axis(part, safe, axis=1)
+                values[m, start:stop, : pooled.shape[1]] = np.where(pooled >= 0, got, 0.0)
+        return cls(items, values)
+
+    def lists(self, weights: Sequence[float], setup: EvaluationSetup) -> np.ndarray:
+        total = np.tensordot(np.asarray(weights, np.float32), self.values, axes=1)
+        total[self.items < 0] = -np.inf
+        width = min(K, total.shape[1])
+        best = np.argsort(-total, axis=1, kind="stable")[:, :width]
+        top = np.take_along_axis(self.items, best, axis=1)
+        top[~np.isfinite(np.take_along_axis(total, best, axis=1))] = -1
+        return fill_with_popular(top, setup)
+
+
+def _normalised(
+    member: Recommender, setup: EvaluationSetup, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The member's scores on the blend's common scale (as `Blend` puts them: an item the
+    member cannot recommend sits below its lowest), and where the member can recommend."""
+    scores = member.score(setup.histories[start:stop])
+    return normalise_rows(scores, NORMALISE), np.isfinite(scores)
+
+
+def _allowed(setup: EvaluationSetup, start: int, stop: int) -> np.ndarray:
+    n = stop - start
+    if setup.exclude is None:
+        return np.ones((n, setup.data.n_items), bool)
+    return ~setup.exclude[start:stop].toarray().astype(bool)
+
+
+def _pool(parts: list[np.ndarray]) -> np.ndarray:
+    """Each row's distinct items among every part's top POOL, -1 padded."""
+    picks = []
+    for part in parts:
+        width = min(POOL, part.shape[1])
+        top = np.argpartition(-part, width - 1, axis=1)[:, :width]
+        finite = np.isfinite(np.take_along_axis(part, top, axis=1))
+        picks.append(np.where(finite, top, -1))
+    pooled = np.sort(np.concatenate(picks, axis=1), axis=1)
+    repeated = np.zeros_like(pooled, bool)
+    repeated[:, 1:] = pooled[:, 1:] == pooled[:, :-1]
+    pooled[repeated] = -1
+    return pooled
+
+
+def search_weights(
+    members: Sequence[tuple[str, Recommender]],
+    setup: EvaluationSetup,
+    n_trials: int,
+    keep_going: Callable[[], bool],
+    seed: int = 0,
+) -> tuple[list[float], float]:
+    """The weights (first member fixed at 1) with the best validation NDCG@10, and that
+    NDCG; equal weights are tried first, so the result is never worse than them."""
+    pools = Pools.build([m for _, m in members], setup)
+
+    def value(weights: Sequence[float]) -> float:
+        top = pools.lists(weights, setup)
+        means = metrics.summarise(metrics.ranking_metrics(top, setup.truth, (K,)))
+        return means[f"ndcg@{K}"]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial({f"w{i}": 1.0 for i in range(1, len(members))})
+    best_weights, best_value = [1.0] * len(members), -np.inf
+    for _ in range(n_trials):
+        if not keep_going():
+            break
+        trial = study.ask()
+        weights = [1.0]
+        for i, (name, _) in enumerate(members[1:], start=1):
+            low = -1.0 if name in SIGNED_MEMBERS else WEIGHT_RANGE[0]
+            weights.append(trial.suggest_float(f"w{i}", low, WEIGHT_RANGE[1]))
+        found = value(weights)
+        study.tell(trial, found)
+        if found > best_value:
+            best_weights, best_value = weights, found
+    return best_weights, float(best_value)

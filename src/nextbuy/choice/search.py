@@ -1,0 +1,628 @@
+"""The automatic choice: which model, with which parameters and event weighting, for this shop.
+
+`choose` holds out the latest window of events (as `nextbuy train` validates), measures the
+data's shape, decides whether lists may repeat earlier purchases, and then, within a time
+budget, scores on that window:
+
+1. the baselines: best sellers (by customers and by events), trending items at several
+   half-lives and, for shops that buy again, each customer's own history;
+2. every model family that fits the data at its defaults (the previous winner first, when
+   there is one);
+3. the training matrix: time decay, event-weight variants and rating values, with the
+   strongest family;
+4. the hybrid pipeline, when the budget affords it;
+5. Optuna (TPE) over the key parameters of the strongest families;
+6. blends of the best members (with own history where lists may repeat), weights by Optuna;
+7. Optuna over the hybrid's parameters, if time is left.
+
+The winner is the best learned candidate on the protocol in force, unless no learned
+candidate beats the best baseline: then the baseline is served, and the choice says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from nextbuy.choice.blending import search_weights
+from nextbuy.choice.budget import Budget, Sizes, parse_budget
+from nextbuy.choice.candidate import Candidate, weight_variants
+from nextbuy.choice.shape import DataShape, measure_shape, target_events
+from nextbuy.choice.spaces import FAMILY_SPACES, family_defaults, hybrid_space
+from nextbuy.choice.trials import Trial, Validation
+from nextbuy.config import Settings
+from nextbuy.errors import DataError
+from nextbuy.evaluation.splits import stratified_split
+from nextbuy.models import Recommender
+from nextbuy.models.blend import Blend
+
+Step = Callable[[str], None]
+DISCOVERY, REPEAT = "discovery", "repeat"
+HALF_LIVES: tuple[float | None, ...] = (None, 7.0, 30.0, 90.0, 365.0)
+TRENDING_HALF_LIVES = (3.0, 7.0, 14.0, 30.0)
+OWN_HISTORY_HALF_LIVES: tuple[float | None, ...] = (None, 30.0, 90.0, 365.0)
+TUNED_FAMILIES = 3  # families whose parameters Optuna searches
+TUNING_SHARES = (0.5, 0.3, 0.2)  # of the tuning time, by rank
+BLEND_MEMBERS = 4  # learned families in a blend, besides own history and a best-seller list
+BLEND_TRIALS = 60
+HYBRID_SHARE = 0.9  # the hybrid is tried when its expected cost fits this share of what is left
+HYBRID_USERS = 5_000  # customers per label window the hybrid trains on
+RESERVE = 0.1  # of the budget kept for the blends
+MIN_BLEND_TRIALS = 12  # weight trials a blend gets even when the budget is spent (each is cheap)
+# A learned winner must beat the best baseline by this many standard errors of the paired
+# per-customer NDCG difference (one-sided, about p < 0.05), or the baseline is served.
+GATE_Z = 1.645
+
+
+@dataclass
+class Choice:
+    """What was tried, what won, and why."""
+
+    shape: DataShape
+    protocol: str  # the rule in force: "repeat" lists may hold earlier purchases
+    protocol_reason: str
+    validation_reason: str  # what was held out, and why
+    protocols: tuple[str, ...]
+    trials: list[Trial]
+    winner: Trial
+    weights: dict[str, dict[str, float]]  # event-weight variants, by name
+    rating_scale: tuple[float, float] | None
+    budget_seconds: float
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def baseline_served(self) -> bool:
+        return self.winner.candidate.baseline
+
+    def leaderboard(self, protocol: str | None = None) -> list[Trial]:
+        """Scored trials, best first, on `protocol` (default: the one in force)."""
+        protocol = protocol or self.protocol
+        scored = [t for t in self.trials if protocol in t.scores]
+        return sorted(scored, key=lambda t: -t.value(protocol))
+
+    def best_baseline(self, protocol: str | None = None) -> Trial | None:
+        protocol = protocol or self.protocol
+        found = [t for t in self.leaderboard(protocol) if t.candidate.baseline]
+        return found[0] if found else None
+
+    def verdict(self) -> str:
+        """One line: what is served and what it beat."""
+        winner, base = self.winner, self.best_baseline()
+        value = winner.value(self.protocol)
+        if self.baseline_served:
+            learned = [t for t in self.leaderboard() if not t.candidate.baseline]
+            best = (
+                f"{learned[0].value(self.protocol):.4f} for the best learned model, "
+                f"{learned[0].candidate.label()}"
+                if learned
+                else "no learned model could fit"
+            )
+            return (
+                f"no learned model beat the baselines on the validation window: serving "
+                f"{winner.candidate.label()} (NDCG@10 {value:.4f}; {best})"
+            )
+        beaten = (
+            ""
+            if base is None
+            else (
+                f", {value / base.value(self.protocol) - 1:+.0%} over the best baseline "
+                f"({base.candidate.label()}, {base.value(self.protocol):.4f})"
+                if base.value(self.protocol) > 0
+                else ""
+            )
+        )
+        return f"chose {winner.candidate.label()}: validation NDCG@10 {value:.4f}{beaten}"
+
+    def settings_for(self, settings: Settings) -> Settings:
+        """`settings` as the winner is trained with them: its decay, event weights and rating
+        values, and whether lists leave out what a customer had."""
+        winner = self.winner.candidate
+        events = settings.events.model_copy(
+            update={
+                "weights": dict(self.weights[winner.weights]),
+                "custom": {},
+                "rating_values": winner.ratings,
+                "rating_scale": self.rating_scale,
+            }
+        )
+        training = settings.training.model_copy(
+            update={
+                "half_life_days": winner.half_life_days,
+                "exclude_seen": self.protocol == DISCOVERY,
+            }
+        )
+        return settings.model_copy(update={"events": events, "training": training})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape.to_json(),
+            "protocol": self.protocol,
+            "protocol_reason": self.protocol_reason,
+            "validation_reason": self.validation_reason,
+            "protocols": list(self.protocols),
+            "winner": self.winner.to_json(),
+            "baseline_served": self.baseline_served,
+            "verdict": self.verdict(),
+            "trials": [t.to_json() for t in self.trials],
+            "weights": self.weights,
+            "rating_scale": None if self.rating_scale is None else list(self.rating_scale),
+            "budget_seconds": round(self.budget_seconds, 1),
+            "seconds": round(self.seconds, 1),
+            "notes": self.notes,
+        }
+
+
+def holdout(
+    events: pd.DataFrame, fraction: float, how: str = "latest", seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation): the latest `fraction` of dated events ("latest"), or a random
+    `fraction` of each customer's events, one always kept for training ("random")."""
+    dated = events.dropna(subset=["timestamp"])
+    if len(dated) < 10:
+        raise DataError("too few dated events to hold out a validation window (need ≥ 10)")
+    if how == "random":
+        split = stratified_split(dated, fraction, by="user", seed=seed)
+        return split.train, split.test
+    cut = dated["timestamp"].quantile(1 - fraction)
+    later = events["timestamp"] >= cut
+    if later.all():
+        raise DataError("every event has the same time: no earlier events to learn from")
+    return events[~later], events[later]
+
+
+def decide_validation(
+    events: pd.DataFrame, weights: Mapping[str, float], settings: Settings
+) -> tuple[str, str]:
+    """What the choice validates on, and why, in words."""
+    configured = settings.training.validation
+    if configured != "auto":
+        return configured, f"validation = {configured} in the configuration"
+    target = target_events(events, weights)
+    if target == ["rating"]:
+        return "random", (
+            "the shop's events are ratings, which say what a customer likes whenever they "
+            "rated it: a random tenth of each customer's ratings is held out"
+        )
+    return "latest", "the latest tenth of the events is held out: what customers did next"
+
+
+def decide_protocol(shape: DataShape, settings: Settings) -> tuple[str, str]:
+    """Whether lists may repeat what a customer had before, and why, in words."""
+    pinned = settings.training.exclude_seen
+    if pinned is not None:
+        protocol = DISCOVERY if pinned else REPEAT
+        return protocol, f"exclude_seen = {str(pinned).lower()} in the configuration"
+    share, floor = shape.repeat_share, settings.training.repeat_share
+    if share >= floor:
+        return REPEAT, (
+            f"returning customers had had {share:.0%} of what they bought in the held-out "
+            f"events (at least {floor:.0%}): lists may repeat earlier purchases"
+        )
+    return DISCOVERY, (
+        f"returning customers had had {share:.0%} of what they bought in the held-out events "
+        f"(under {floor:.0%}): lists show only what a customer has not had yet"
+    )
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A configuration served before (the version in service): scored first, so a retrain
+    starts from it and replaces it only with something better on today's window."""
+
+    stage: str
+    candidate: Candidate
+    weights: dict[str, float]
+
+
+def choose(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    settings: Settings,
+    *,
+    budget: str | float | None = None,
+    earlier: Sequence[Earlier] = (),
+    pinned: Candidate | None = None,
+    step: Step = lambda _: None,
+) -> Choice:
+    """Search the model families on the latest window of `events` and pick the winner.
+
+    With `pinned` (a model named in the configuration) nothing is searched: the pinned
+    candidate is scored beside the baselines and served whatever its score, with a note
+    when a baseline beats it.
+    """
+    weights = settings.events.all_weights()
+    how, held_out = decide_validation(events, weights, settings)
+    train, validation = holdout(events, settings.training.validation_fraction, how)
+    step("choosing: measuring the data's shape")
+    shape = measure_shape(train, validation, items, weights)
+    protocol, reason = decide_protocol(shape, settings)
+    protocols = (DISCOVERY, REPEAT) if protocol == REPEAT else (DISCOVERY,)
+    variants = weight_variants(weights, shape.event_types)
+    earlier = [_named_weights(e, variants) for e in earlier]
+    validation_set = Validation(
+        train, validation, items, variants, target_events(events, weights), protocols,
+        settings.events.rating_scale or shape.rating_scale,
+    )  # fmt: skip
+    if not validation_set.reference[protocol].n_users:
+        raise DataError("no customer of the validation window has a purchase to predict")
+    seconds = parse_budget(budget if budget is not None else settings.training.budget, len(events))
+    sizes = _sizes(validation_set, shape)
+    search = Search(validation_set, shape, settings, protocol, Budget(seconds, sizes), step)
+    search.validation_reason = held_out
+    for found in earlier:
+        search.attempt(found.candidate, found.stage)
+    if pinned is not None:
+        return search.pinned(pinned, reason, variants)
+    search.run()
+    return search.result(reason, variants)
+
+
+def _named_weights(found: Earlier, variants: dict[str, dict[str, float]]) -> Earlier:
+    """The earlier configuration with its event weights among the variants (added if new)."""
+    for name, weights in variants.items():
+        if weights == found.weights:
+            return replace(found, candidate=replace(found.candidate, weights=name))
+    variants[found.stage] = dict(found.weights)
+    return replace(found, candidate=replace(found.candidate, weights=found.stage))
+
+
+def _sizes(validation: Validation, shape: DataShape) -> Sizes:
+    reference = validation.reference[validation.protocols[-1]]
+    return Sizes(
+        events=len(validation.train),
+        pairs=int(reference.data.matrix.nnz),
+        items=reference.data.n_items,
+        users=reference.data.n_users,
+        scored_users=reference.n_users,
+    )
+
+
+class Search:
+    """The trials of one choice, in the order of the plan above."""
+
+    def __init__(
+        self,
+        validation: Validation,
+        shape: DataShape,
+        settings: Settings,
+        protocol: str,
+        budget: Budget,
+        step: Step,
+    ) -> None:
+        self.validation, self.shape, self.settings = validation, shape, settings
+        self.protocol, self.budget, self.step = protocol, budget, step
+        self.trials: list[Trial] = []
+        self.notes: list[str] = []
+        self.seen: set[str] = set()
+        # the best fitted model of each family (for blends), with its trial
+        self.fitted: dict[str, tuple[Trial, Recommender]] = {}
+        self.matrix = Candidate("matrix", half_life_days=settings.training.half_life_days)
+        self.validation_reason = ""
+
+    # -- the plan -----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.baselines()
+        self.families()
+        self.hybrid()
+        self.matrices()
+        self.tune_families()
+        self.blends()
+        self.tune_hybrid()
+
+    def baselines(self) -> None:
+        for by in ("users", "events"):
+            self.attempt(Candidate("popularity", {"by": by}), "baseline")
+        for half_life in TRENDING_HALF_LIVES:
+            self.attempt(Candidate("trending", {"half_life_days": half_life}), "baseline")
+        if REPEAT in self.validation.protocols:
+            for half_life in OWN_HISTORY_HALF_LIVES:
+                candidate = Candidate("own_history", half_life_days=half_life)
+                self.attempt(candidate, "baseline", protocols=(REPEAT,))
+
+    def families(self) -> None:
+        sizes = self.budget.sizes
+        for model, params in family_defaults(self.shape, sizes, self.budget.seconds):
+            self.attempt(self._on_matrix(model, params), "defaults", share=0.25)
+
+    def matrices(self) -> None:
+        """Decay, event weights and rating values, tried with the strongest family."""
+        best = self.best_learned(DISCOVERY, families_only=True)
+        if best is None:
+            return
+        model, params = best.candidate.model, dict(best.candidate.params)
+        base = best.candidate
+        options = [Candidate(model, params, h, base.weights, base.ratings) for h in HALF_LIVES]
+        options += [
+            Candidate(model, params, base.half_life_days, w, base.ratings)
+            for w in self.validation.weights
+        ]
+        if self.shape.rating_scale is not None and self.settings.events.rating_values == "auto":
+            options += [
+                Candidate(model, params, base.half_life_days, base.weights, mode)
+                for mode in ("scaled", "liked")
+            ]
+        for candidate in options:
+            self.attempt(candidate, "matrix", share=0.2)
+        winner = self.best_learned(DISCOVERY, families_only=True)
+        if winner is not None:
+            self.matrix = winner.candidate
+
+    def hybrid(self) -> None:
+        params = {"protocol": self.protocol, "max_train_users": HYBRID_USERS}
+        candidate = self._on_matrix("hybrid", params)
+        if not self.budget.affords(candidate, HYBRID_SHARE):
+            self.notes.append(
+                f"hybrid pipeline not tried: expected {self.budget.expected(candidate):.0f} s, "
+                f"{self.budget.left():.0f} s of the budget left"
+            )
+            return
+        self.attempt(candidate, "hybrid")
+
+    def tune_families(self) -> None:
+        ranked = self._ranked_families()[:TUNED_FAMILIES]
+        tuning = max(self.budget.left() - RESERVE * self.budget.seconds, 0.0)
+        for (family, trial), share in zip(ranked, TUNING_SHARES, strict=False):
+            self._optimise(family, trial.candidate, tuning * share)
+
+    def blends(self) -> None:
+        members = self._blend_members()
+        if len(members) < 2:
+            return
+        matrices = {self.matrix.matrix_key: self.matrix}
+        if REPEAT in self.validation.protocols:
+            own = self.best_of("own_history", REPEAT)
+            if own is not None:
+                matrices.setdefault(own.candidate.matrix_key, own.candidate)
+        in_force_first = sorted(self.validation.protocols, key=lambda p: p != self.protocol)
+        for protocol in in_force_first:
+            for matrix in matrices.values():
+                self._blend(members, matrix, protocol)
+
+    def tune_hybrid(self) -> None:
+        best = self.best_of("hybrid", self.protocol)
+        if best is not None:
+            self._optimise("hybrid", best.candidate, self.budget.left())
+
+    # -- trials -------------------------------------------------------------------------------
+    def attempt(
+        self,
+        candidate: Candidate,
+        stage: str,
+        *,
+        share: float | None = 1.0,
+        protocols: Sequence[str] | None = None,
+    ) -> Trial | None:
+        """Run the candidate unless it was run already or is not expected to fit in `share`
+        of the budget left (None: run it whatever the budget)."""
+        if candidate.key in self.seen:
+            return None
+        if share is not None and not self.budget.affords(candidate, share):
+            return None
+        self.seen.add(candidate.key)
+        spent, total = self.budget.spent(), self.budget.seconds
+        self.step(f"choosing ({spent:.0f}/{total:.0f} s): {stage}: {candidate.label()}")
+        trial, model = self.validation.run(candidate, stage, protocols)
+        self.budget.record(candidate, trial.seconds)
+        self.trials.append(trial)
+        if model is not None:
+            self._keep(trial, model)
+        return trial
+
+    def _keep(self, trial: Trial, model: Recommender) -> None:
+        family = _family(trial.candidate)
+        protocol = DISCOVERY if DISCOVERY in trial.scores else self.protocol
+        held = self.fitted.get(family)
+        if held is None or trial.value(protocol) > held[0].value(protocol):
+            self.fitted[family] = (trial, model)
+
+    def _on_matrix(self, model: str, params: Mapping[str, Any]) -> Candidate:
+        base = self.matrix
+        return Candidate(model, dict(params), base.half_life_days, base.weights, base.ratings)
+
+    def best_of(self, family: str, protocol: str) -> Trial | None:
+        found = [t for t in self.trials if _family(t.candidate) == family and protocol in t.scores]
+        return max(found, key=lambda t: t.value(protocol), default=None)
+
+    def best_learned(self, protocol: str, families_only: bool = False) -> Trial | None:
+        found = [
+            t
+            for t in self.trials
+            if not t.candidate.baseline
+            and protocol in t.scores
+            and not (families_only and t.candidate.model in ("blend", "hybrid"))
+        ]
+        return max(found, key=lambda t: t.value(protocol), default=None)
+
+    def _ranked_families(self) -> list[tuple[str, Trial]]:
+        best: dict[str, Trial] = {}
+        for trial in self.trials:
+            family = _family(trial.candidate)
+            if trial.candidate.baseline or family not in FAMILY_SPACES or trial.error:
+                continue
+            if family not in best or trial.value(DISCOVERY) > best[family].value(DISCOVERY):
+                best[family] = trial
+        ranked = sorted(best.items(), key=lambda kv: -kv[1].value(DISCOVERY))
+        return [(f, t) for f, t in ranked if math.isfinite(t.value(DISCOVERY))]
+
+    def _optimise(self, family: str, start: Candidate, seconds: float) -> None:
+        """Optuna's TPE over the family's space, starting from `start`, for `seconds`."""
+        space = hybrid_space if family == "hybrid" else FAMILY_SPACES[family]
+        protocol = self.protocol if family == "hybrid" else DISCOVERY
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=len(self.trials))
+        )
+        until = self.budget.spent() + seconds
+        for _ in range(200):
+            trial = study.ask()
+            params = {
+                **dict(start.params),
+                **space(trial, self.shape, self.budget.sizes, start.params),
+            }
+            candidate = Candidate(
+                start.model, params, start.half_life_days, start.weights, start.ratings
+            )
+            if self.budget.spent() + self.budget.expected(candidate) > until:
+                break
+            run = self.attempt(candidate, "search")
+            value = run.value(protocol) if run is not None else None
+            if value is None or not math.isfinite(value):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+
+    # -- blends -------------------------------------------------------------------------------
+    def _blend_members(self) -> list[tuple[Trial, Recommender]]:
+        learned = [
+            self.fitted[f]
+            for f, _ in self._ranked_families()
+            if f in self.fitted and self.fitted[f][0].value(DISCOVERY) > 0
+        ][:BLEND_MEMBERS]
+        popular = self._best_bestseller()
+        members = list(learned)
+        if popular is not None:
+            members.append(popular)
+        if REPEAT in self.validation.protocols and "own_history" in self.fitted:
+            members.insert(0, self.fitted["own_history"])
+        return members
+
+    def _best_bestseller(self) -> tuple[Trial, Recommender] | None:
+        found = [self.fitted[f] for f in ("trending", "popularity") if f in self.fitted]
+        return max(found, key=lambda tm: tm[0].value(self.protocol), default=None)
+
+    def _blend(
+        self, members: list[tuple[Trial, Recommender]], matrix: Candidate, protocol: str
+    ) -> None:
+        if protocol == DISCOVERY:
+            members = [m for m in members if m[0].candidate.model != "own_history"]
+        if len(members) < 2:
+            return
+        self.step(f"choosing: blend weights for {protocol} lists")
+        fitted = [self._refit_on(trial.candidate, model, matrix) for trial, model in members]
+        setup = self.validation.setup(matrix, protocol)
+        named = [
+            (trial.candidate.model, model)
+            for (trial, _), model in zip(members, fitted, strict=True)
+        ]
+        deadline = self.budget.spent() + max(self.budget.left(), 0.0) / 2
+        tried = 0
+
+        def keep_going() -> bool:
+            nonlocal tried
+            tried += 1
+            return tried <= MIN_BLEND_TRIALS or self.budget.spent() < deadline
+
+        weights, _ = search_weights(named, setup, BLEND_TRIALS, keep_going)
+        specs = [
+            {"model": t.candidate.model, "params": dict(t.candidate.params)} for t, _ in members
+        ]
+        params = {
+            "members": specs,
+            "weights": [round(w, 4) for w in weights],
+            "normalise": "zscore",
+        }
+        candidate = Candidate(
+            "blend", params, matrix.half_life_days, matrix.weights, matrix.ratings
+        )
+        if candidate.key in self.seen:
+            return
+        self.seen.add(candidate.key)
+        blend = Blend(fitted, weights, "zscore", refit=False)
+        trial, _ = self.validation.run_fitted(blend, candidate, "blend")
+        trial.fit_seconds = sum(t.fit_seconds for t, _ in members)  # what a refit costs
+        self.trials.append(trial)
+
+    def _refit_on(self, candidate: Candidate, model: Recommender, matrix: Candidate) -> Recommender:
+        if candidate.matrix_key == matrix.matrix_key:
+            return model
+        moved = Candidate(
+            candidate.model, candidate.params, matrix.half_life_days, matrix.weights,
+            matrix.ratings,
+        )  # fmt: skip
+        return self.validation.fit(moved)
+
+    # -- the verdict --------------------------------------------------------------------------
+    def pinned(
+        self, candidate: Candidate, reason: str, variants: dict[str, dict[str, float]]
+    ) -> Choice:
+        """Score the configured model beside the baselines; it is served in any case."""
+        self.baselines()
+        trial = self.attempt(candidate, "configured", share=None) or next(
+            t
+            for t in self.trials
+            if t.candidate.key == candidate.key  # also in service
+        )
+        if trial.error:
+            raise DataError(f"model {candidate.model!r} could not be trained: {trial.error}")
+        choice = self.result(reason, variants)
+        choice.winner = trial
+        base = choice.best_baseline()
+        if base is not None and base.value(self.protocol) >= trial.value(self.protocol):
+            choice.notes.append(
+                f"the configured model scores {trial.value(self.protocol):.4f} on the validation "
+                f"window, not above the baseline {base.candidate.label()} "
+                f"({base.value(self.protocol):.4f}); remove `model` from [training] to let "
+                "`nextbuy train` choose"
+            )
+        return choice
+
+    def result(self, reason: str, variants: dict[str, dict[str, float]]) -> Choice:
+        protocol = self.protocol
+        scored = [t for t in self.trials if protocol in t.scores and not t.error]
+        if not scored:
+            raise DataError("no candidate could be fitted and scored on the validation window")
+        baselines = [t for t in scored if t.candidate.baseline]
+        learned = [t for t in scored if not t.candidate.baseline]
+        best_base = max(baselines, key=lambda t: t.value(protocol), default=None)
+        best = max(learned, key=lambda t: t.value(protocol), default=None)
+        if best is not None and best_base is not None:
+            z = paired_z(best, best_base, protocol)
+            if z < GATE_Z:
+                self.notes.append(
+                    f"the best learned candidate, {best.candidate.label()} "
+                    f"({best.value(protocol):.4f}), does not beat {best_base.candidate.label()} "
+                    f"({best_base.value(protocol):.4f}) beyond the noise of the validation "
+                    f"window (z = {z:.2f} < {GATE_Z}): the baseline is served"
+                )
+                best = best_base
+        best = best or best_base
+        assert best is not None
+        return Choice(
+            shape=self.shape,
+            protocol=protocol,
+            protocol_reason=reason,
+            validation_reason=self.validation_reason,
+            protocols=self.validation.protocols,
+            trials=self.trials,
+            winner=best,
+            weights=variants,
+            rating_scale=self.validation.rating_scale,
+            budget_seconds=self.budget.seconds,
+            seconds=self.budget.spent(),
+            notes=self.notes,
+        )
+
+
+def paired_z(trial: Trial, other: Trial, protocol: str) -> float:
+    """How many standard errors `trial`'s per-customer NDCG@10 lies above `other`'s."""
+    ours, theirs = trial.per_user.get(protocol), other.per_user.get(protocol)
+    if ours is None or theirs is None or len(ours) != len(theirs) or len(ours) < 2:
+        return math.inf if trial.value(protocol) > other.value(protocol) else -math.inf
+    gain = ours - theirs
+    spread = float(gain.std(ddof=1)) / math.sqrt(len(gain))
+    if spread == 0:
+        return math.inf if gain.mean() > 0 else -math.inf
+    return float(gain.mean()) / spread
+
+
+def _family(candidate: Candidate) -> str:
+    """The family a candidate belongs to: EASE with side information is a family of its own."""
+    if candidate.model == "ease" and candidate.params.get("side_weight", 0) > 0:
+        return "ease_side"
+    return candidate.model
