@@ -115,3 +115,51 @@ def test_batch_recommendations_through_the_cli(
     assert (recs.groupby("user_id").size() == 5).all()
     listed = cli("models", "list")
     assert "v0001" in listed.stdout
+
+
+def test_train_chooses_keeps_the_leaderboard_and_starts_a_retrain_from_the_served_version(
+    settings: Settings, filled_store: SQLiteStore
+) -> None:
+    settings.training.budget = "15s"
+    first = train_version(settings, filled_store)
+    assert first.promoted and first.choice is not None
+    meta = first.version.meta
+    assert meta["model"] == first.choice.winner.candidate.model
+    assert meta["choice"]["verdict"] == first.choice.verdict()
+    assert meta["exclude_seen"] == (first.choice.protocol == "discovery")
+    assert len(meta["choice"]["trials"]) > 5
+    again = train_version(settings, filled_store)
+    assert again.choice is not None
+    assert again.choice.trials[0].stage == "in service"  # scored first, on today's window
+    assert again.choice.trials[0].candidate.model == meta["model"]
+    assert again.serving_metrics is not None
+
+
+def test_a_configured_model_is_trained_as_it_is_and_said_to_lose_to_a_baseline(
+    settings: Settings, filled_store: SQLiteStore
+) -> None:
+    outcome = train_version(settings, filled_store, model="random")
+    assert outcome.version.meta["model"] == "random"
+    assert outcome.choice is not None
+    assert any("not above the baseline" in note for note in outcome.choice.notes)
+
+
+def test_train_prints_the_data_the_leaderboard_and_the_verdict(
+    tmp_path: Path, shop: SyntheticShop, events: pd.DataFrame
+) -> None:
+    (tmp_path / "nextbuy.toml").write_text('data_dir = "data"\n')
+    events.to_csv(tmp_path / "events.csv", index=False)
+    run = [sys.executable, "-m", "nextbuy.cli"]
+    done = subprocess.run([*run, "import", "interactions", "events.csv"], cwd=tmp_path)
+    assert done.returncode == 0
+    done = subprocess.run(
+        [*run, "train", "--budget", "15s"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    assert "leaderboard: validation window" in out
+    assert "validation: the latest tenth of the events is held out" in out
+    assert "lists: returning customers had had" in out
+    assert "popularity" in out and "NDCG@10" in out
+    assert "chose " in out or "serving " in out
+    assert "promoted: first version" in out

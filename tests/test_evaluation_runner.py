@@ -324,3 +324,42 @@ def test_own_history_round_trips(split: Split, tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         model.recommend(setup.histories, 5).items, loaded.recommend(setup.histories, 5).items
     )
+
+
+def test_both_protocols_from_one_fit_and_own_history_only_where_repeats_count() -> None:
+    from nextbuy.evaluation.runner import evaluate_protocols
+
+    events, _ = planted_shop(seed=4, repeat_share=0.4)
+    split = temporal_split(events, 0.2)
+    ease = EASE(reg=100.0)
+    results = evaluate_protocols(split, {"ease": ease}, protocols=("repeat", "discovery"))
+    repeat, discovery = results
+    assert (repeat.protocol, discovery.protocol) == ("repeat", "discovery")
+    assert "own_history" in set(repeat.table["model"])
+    assert "own_history" not in set(discovery.table["model"])
+    fits = [_row(r, "ease")["fit_seconds"] for r in results]
+    assert fits[0] == fits[1]  # fitted once
+    assert _row(discovery, "ease")["ndcg@10"] != _row(repeat, "ease")["ndcg@10"]
+
+
+def test_report_shows_the_other_protocol_and_the_leaderboard_of_the_choice(
+    tmp_path: Path,
+) -> None:
+    from markupsafe import escape
+
+    from nextbuy.choice import choose
+    from nextbuy.config import Settings
+    from nextbuy.evaluation.runner import evaluate_protocols
+
+    events, items = planted_shop(seed=5, repeat_share=0.4)
+    choice = choose(events, items, Settings(), budget="10s").to_json()
+    split = temporal_split(events, 0.2)
+    first, other = evaluate_protocols(split, {"ease": EASE(reg=100.0)})
+    html, data = write_report(first, tmp_path / "r.html", others=[other], choice=choice)
+    page = html.read_text()
+    assert "How the served model was chosen" in page
+    assert "The same models, repeat protocol" in page
+    assert str(escape(choice["verdict"])) in page
+    saved = json.loads(data.read_text())
+    assert saved["choice"]["winner"]["label"] == choice["winner"]["label"]
+    assert "repeat" in saved["other_protocols"]

@@ -646,3 +646,16 @@ def test_rebuilding_rules_applies_a_new_config_at_once(catalog: ItemCatalog) -> 
     cands = cands_for(catalog)
     assert ids(catalog, apply_rules(before.build(), ctx(3), cands, catalog)) == IDS[:3]
     assert ids(catalog, apply_rules(after.build(), ctx(3), cands, catalog)) == ["h1", "h2", "h3"]
+
+
+def test_exclude_purchased_for_discovery_stands_aside_when_lists_repeat_purchases() -> None:
+    from nextbuy.pipeline.rules import ExcludePurchased, RequestContext
+
+    items = np.arange(5, dtype=np.int64)
+    bought = {2: 1_000.0}
+    discovery = RequestContext(None, 2_000.0, 5, purchased_at=bought)
+    repeats = RequestContext(None, 2_000.0, 5, purchased_at=bought, repeats=True)
+    for rule in (ExcludePurchased(when="discovery"), ExcludePurchased()):
+        assert not rule.keep(discovery, items, None)[2]  # type: ignore[arg-type]
+    assert ExcludePurchased(when="discovery").keep(repeats, items, None).all()  # type: ignore[arg-type]
+    assert not ExcludePurchased().keep(repeats, items, None)[2]  # type: ignore[arg-type]

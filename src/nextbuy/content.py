@@ -324,6 +324,8 @@ def _one_hot(tokens: list[list[str]], vocabulary: Sequence[str]) -> sp.csr_matri
     ones = np.ones(len(rows), np.float32)
     out = sp.csr_matrix((ones, (rows, cols)), shape=(len(tokens), len(vocabulary)))
     out.sum_duplicates()
+    if len(vocabulary) == 0:  # a catalogue of ids only: nothing to encode (sklearn refuses it)
+        return out
     return sp.csr_matrix(normalize(out))
 
 

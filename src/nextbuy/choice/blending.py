@@ -23,7 +23,10 @@ from nextbuy.models.blend import normalise_rows
 POOL = 100
 K = 10
 NORMALISE = "zscore"
-WEIGHT_RANGE = (0.0, 2.0)
+# weights are searched as log10(weight): a member can count as much as the first (1), a bit,
+# or only break the first's ties (0.001); below OFF_LOG it is left out
+LOG_RANGE = (-3.0, 0.5)
+OFF_LOG = -2.9
 # a negative weight on a best-seller list steers a blend away from the obvious
 SIGNED_MEMBERS = frozenset({"popularity", "trending"})
 
@@ -95,6 +98,24 @@ def _pool(parts: list[np.ndarray]) -> np.ndarray:
     return pooled
 
 
+def _starting_points(n: int) -> list[list[float]]:
+    """log10 weights of the first trials: the first member alone, then with the others only
+    breaking its ties, touching it lightly, or counting alike, and each other one beside it."""
+    others = n - 1
+    points = [[LOG_RANGE[0]] * others, [-2.0] * others, [-1.0] * others, [0.0] * others]
+    for i in range(others):
+        points.append([-0.5 if j == i else LOG_RANGE[0] for j in range(others)])
+    return points
+
+
+def _weight(trial: optuna.Trial, i: int, signed: bool) -> float:
+    log = trial.suggest_float(f"w{i}", *LOG_RANGE)
+    weight = 0.0 if log < OFF_LOG else 10.0**log
+    if signed and trial.suggest_categorical(f"s{i}", [1, -1]) < 0:
+        weight = -weight
+    return weight
+
+
 def search_weights(
     members: Sequence[tuple[str, Recommender]],
     setup: EvaluationSetup,
@@ -103,7 +124,8 @@ def search_weights(
     seed: int = 0,
 ) -> tuple[list[float], float]:
     """The weights (first member fixed at 1) with the best validation NDCG@10, and that
-    NDCG; equal weights are tried first, so the result is never worse than them."""
+    NDCG; the first member alone and equal weights are among the first trials, so the
+    result is never worse than either."""
     pools = Pools.build([m for _, m in members], setup)
 
     def value(weights: Sequence[float]) -> float:
@@ -113,7 +135,10 @@ def search_weights(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial({f"w{i}": 1.0 for i in range(1, len(members))})
+    signed = [i for i, (name, _) in enumerate(members) if i and name in SIGNED_MEMBERS]
+    for start in _starting_points(len(members)):
+        point: dict[str, float] = {f"w{i}": w for i, w in enumerate(start, start=1)}
+        study.enqueue_trial({**point, **{f"s{i}": 1 for i in signed}})
     best_weights, best_value = [1.0] * len(members), -np.inf
     for _ in range(n_trials):
         if not keep_going():
@@ -121,8 +146,7 @@ def search_weights(
         trial = study.ask()
         weights = [1.0]
         for i, (name, _) in enumerate(members[1:], start=1):
-            low = -1.0 if name in SIGNED_MEMBERS else WEIGHT_RANGE[0]
-            weights.append(trial.suggest_float(f"w{i}", low, WEIGHT_RANGE[1]))
+            weights.append(_weight(trial, i, name in SIGNED_MEMBERS))
         found = value(weights)
         study.tell(trial, found)
         if found > best_value:

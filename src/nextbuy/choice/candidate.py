@@ -42,6 +42,8 @@ class Candidate:
             parts = [f"{w:.2g}×{_member(m)}" for m, w in zip(members, weights, strict=False)]
             return "blend: " + " + ".join(parts)
         shown = {k: v for k, v in self.params.items() if k not in HIDDEN_PARAMS}
+        if self.model == "hybrid":
+            shown = _hybrid_shown(shown)
         return self.model + (f" {_compact(shown)}" if shown else "")
 
     def matrix_label(self) -> str:
@@ -117,6 +119,20 @@ def _member(spec: Mapping[str, Any]) -> str:
     if spec["model"] == "trending":
         return f"trending {params.get('half_life_days', 7.0):g} d"
     return str(spec["model"])
+
+
+def _hybrid_shown(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The hybrid's searched parameters in a few words: generators as their candidate total,
+    the ranker by its learning rate and leaves."""
+    shown = {k: v for k, v in params.items() if k not in ("generators", "ranker_params")}
+    generators = params.get("generators")
+    if generators:
+        shown["candidates"] = sum(int(g.get("n", 0)) for g in generators)
+    ranker = params.get("ranker_params") or {}
+    for key, short in (("learning_rate", "lr"), ("num_leaves", "leaves")):
+        if key in ranker:
+            shown[short] = ranker[key]
+    return shown
 
 
 def _compact(params: Mapping[str, Any]) -> str:

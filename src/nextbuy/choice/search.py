@@ -28,6 +28,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from scipy.stats import norm
 
 from nextbuy.choice.blending import search_weights
 from nextbuy.choice.budget import Budget, Sizes, parse_budget
@@ -53,10 +54,11 @@ BLEND_TRIALS = 60
 HYBRID_SHARE = 0.9  # the hybrid is tried when its expected cost fits this share of what is left
 HYBRID_USERS = 5_000  # customers per label window the hybrid trains on
 RESERVE = 0.1  # of the budget kept for the blends
-MIN_BLEND_TRIALS = 12  # weight trials a blend gets even when the budget is spent (each is cheap)
-# A learned winner must beat the best baseline by this many standard errors of the paired
-# per-customer NDCG difference (one-sided, about p < 0.05), or the baseline is served.
-GATE_Z = 1.645
+MIN_BLEND_TRIALS = 30  # weight trials a blend gets even when the budget is spent (each is cheap)
+# A learned winner must beat the best baseline beyond the noise of the window: its paired
+# per-customer NDCG gain must be significant at this level, Bonferroni-corrected for the
+# families searched (the best of many tries looks better than it is), or the baseline serves.
+GATE_ALPHA = 0.05
 
 
 @dataclass
@@ -582,13 +584,13 @@ class Search:
         best_base = max(baselines, key=lambda t: t.value(protocol), default=None)
         best = max(learned, key=lambda t: t.value(protocol), default=None)
         if best is not None and best_base is not None:
-            z = paired_z(best, best_base, protocol)
-            if z < GATE_Z:
+            z, needed = paired_z(best, best_base, protocol), gate_z(learned)
+            if z < needed:
                 self.notes.append(
                     f"the best learned candidate, {best.candidate.label()} "
                     f"({best.value(protocol):.4f}), does not beat {best_base.candidate.label()} "
                     f"({best_base.value(protocol):.4f}) beyond the noise of the validation "
-                    f"window (z = {z:.2f} < {GATE_Z}): the baseline is served"
+                    f"window (z = {z:.2f}, {needed:.2f} needed): the baseline is served"
                 )
                 best = best_base
         best = best or best_base
@@ -607,6 +609,12 @@ class Search:
             seconds=self.budget.spent(),
             notes=self.notes,
         )
+
+
+def gate_z(learned: Sequence[Trial]) -> float:
+    """The z a learned winner needs: one-sided GATE_ALPHA over the families searched."""
+    families = {_family(t.candidate) for t in learned} or {"one"}
+    return float(norm.ppf(1 - GATE_ALPHA / len(families)))
 
 
 def paired_z(trial: Trial, other: Trial, protocol: str) -> float:

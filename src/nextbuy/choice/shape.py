@@ -34,7 +34,8 @@ class DataShape:
     target: str  # the event type a list must predict ("purchase", or every positive type)
     event_types: tuple[str, ...]  # positive event types present
     # of the window's (customer, item) targets of customers seen before it, the share they
-    # had had: what decides whether lists may repeat (a new customer has nothing to repeat)
+    # had bought (or rated, ...) before: what decides whether lists may repeat purchases (a
+    # new customer has nothing to repeat)
     repeat_share: float
     validation_users: int
     new_user_share: float  # of the window's customers, the share never seen before it
@@ -98,7 +99,9 @@ def measure_shape(
     target = target_events(pd.concat([train, validation]), weights)
     future = validation[validation["event_type"].isin(target) & validation["user_id"].notna()]
     pairs = future[["user_id", "item_id"]].astype(str).drop_duplicates()
-    seen = pd.MultiIndex.from_frame(positive[["user_id", "item_id"]].astype(str))
+    # bought before (where purchases are the target): a viewed item bought later is a find
+    had = positive[positive["event_type"].isin(target)]
+    seen = pd.MultiIndex.from_frame(had[["user_id", "item_id"]].astype(str))
     known_user = pairs["user_id"].isin(positive["user_id"].astype(str).unique())
     repeats = pd.MultiIndex.from_frame(pairs).isin(seen)[known_user.to_numpy()]
     customers = pairs.drop_duplicates("user_id")

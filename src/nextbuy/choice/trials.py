@@ -158,6 +158,10 @@ class Validation:
             model = self.fit(candidate)
         except NextbuyError as exc:
             return Trial(candidate, stage, error=str(exc)), None
+        except (ValueError, ArithmeticError, MemoryError) as exc:
+            # a family that breaks on these data must not stop the others; the leaderboard
+            # shows why it could not be scored
+            return Trial(candidate, stage, error=f"{type(exc).__name__}: {exc}"), None
         fitted = time.perf_counter()
         trial = Trial(candidate, stage, fit_seconds=fitted - started)
         self._score_all(trial, model, protocols)

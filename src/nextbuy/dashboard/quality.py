@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from nextbuy.evaluation.leaderboard import leaderboard_rows, other_protocol
 from nextbuy.evaluation.metrics import (
     catalog_coverage,
     intra_list_diversity,
@@ -82,6 +83,47 @@ def evaluation_summary(reports_dir: Path) -> dict[str, Any] | None:
         for row in data.get("table", [])
     ]
     return {"protocol": data.get("protocol"), "path": str(path), "models": rows}
+
+
+CHOICE_ROWS = 15
+
+
+def choice_summary(registry: ModelRegistry) -> dict[str, Any] | None:
+    """How `nextbuy train` chose the version in service: its verdict, what it decided about
+    the data and the head of its leaderboard (None for versions trained before the choice)."""
+    serving = registry.serving()
+    choice = None if serving is None else serving.meta.get("choice")
+    if not choice:
+        return None
+    rows = [
+        {
+            "rank": row["rank"],
+            "model": row["model"],
+            "matrix": row["matrix"],
+            "stage": row["stage"],
+            "baseline": row["baseline"],
+            "chosen": row["chosen"],
+            "ndcg": _finite(row["ndcg@10"]),
+            "other_ndcg": _finite(row["other"]),
+            "recall": _finite(row["recall@10"]),
+            "coverage": _finite(row["coverage@10"]),
+            "fit_seconds": _finite(row["fit_seconds"]),
+        }
+        for row in leaderboard_rows(choice, CHOICE_ROWS)
+    ]
+    return {
+        "version": serving.name,  # type: ignore[union-attr]
+        "verdict": choice["verdict"],
+        "protocol": choice["protocol"],
+        "other_protocol": other_protocol(choice),
+        "lists": choice["protocol_reason"],
+        "validation": choice.get("validation_reason", ""),
+        "notes": list(choice.get("notes", [])),
+        "candidates": len(choice["trials"]),
+        "seconds": choice["seconds"],
+        "budget_seconds": choice["budget_seconds"],
+        "rows": rows,
+    }
 
 
 # -- grouping items: category, or price band without categories ------------------------------

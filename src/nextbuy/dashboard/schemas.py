@@ -103,6 +103,34 @@ class EvaluationSummary(BaseModel):
     models: list[EvaluationModel]
 
 
+class LeaderboardRow(BaseModel):
+    rank: int
+    model: str = Field(description="The candidate: model and the parameters that set it apart.")
+    matrix: str = Field(description="Time decay, event weights and rating values it learnt on.")
+    stage: str = Field(description="Where in the search it was tried.")
+    baseline: bool
+    chosen: bool
+    ndcg: float | None = Field(description="Validation NDCG@10 under the protocol in force.")
+    other_ndcg: float | None = Field(description="Validation NDCG@10 under the other protocol.")
+    recall: float | None
+    coverage: float | None
+    fit_seconds: float | None
+
+
+class ChoiceSummary(BaseModel):
+    version: str
+    verdict: str = Field(description="What is served and what it beat, in one line.")
+    protocol: str
+    other_protocol: str | None
+    lists: str = Field(description="Whether lists may repeat purchases, and why.")
+    validation: str = Field(description="What was held out to choose on, and why.")
+    notes: list[str]
+    candidates: int
+    seconds: float
+    budget_seconds: float
+    rows: list[LeaderboardRow]
+
+
 class BeyondAccuracy(BaseModel):
     users: int = Field(description="Customers whose top list was measured.")
     k: int | None = None
@@ -143,6 +171,9 @@ class Quality(BaseModel):
     versions: list[VersionRow]
     history: Chart = Field(description="Validation metrics of every version, in order.")
     evaluation: EvaluationSummary | None
+    choice: ChoiceSummary | None = Field(
+        None, description="How `nextbuy train` chose the version in service."
+    )
     beyond: BeyondAccuracy | None
     cold_start: ColdStart
     cold_start_chart: Chart

@@ -157,6 +157,7 @@ def model_quality(dash: Dashboard) -> dict[str, Any]:
         "versions": versions,
         "history": _history_chart(versions),
         "evaluation": quality.evaluation_summary(state.settings.data_dir / "reports"),
+        "choice": quality.choice_summary(state.registry),
         "beyond": figures.get("beyond"),
         "cold_start": cold,
         "cold_start_chart": _chart(

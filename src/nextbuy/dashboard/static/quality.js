@@ -34,6 +34,25 @@ nb.page(async () => {
     { key: "events", label: "events", num: true, format: nb.int },
     metric("ndcg@10"), metric("recall@10"), metric("precision@10"), metric("hit_rate@10"), metric("coverage@10"),
   ], d.versions.slice().reverse(), (row) => (row.serving ? "serving" : "")));
+  const c = d.choice;
+  nb.fill("choice", c ? [
+    nb.el("p", { class: "verdict" }, c.verdict),
+    nb.el("p", { class: "note" }, "validation: " + c.validation),
+    nb.el("p", { class: "note" }, "lists: " + c.lists),
+    ...c.notes.map((n) => nb.el("p", { class: "note" }, n)),
+    nb.el("p", { class: "note" }, nb.int(c.candidates) + " candidates in " + nb.int(c.seconds) + " s of a " + nb.int(c.budget_seconds) + " s budget; " + c.protocol + " protocol"),
+    nb.table([
+      { key: "rank", label: "#", num: true },
+      { key: "model", label: "candidate", format: (v, row) => v + (row.chosen ? " (served)" : "") + (row.baseline ? " (baseline)" : "") },
+      { key: "matrix", label: "matrix" },
+      { key: "stage", label: "stage" },
+      { key: "ndcg", label: "NDCG@10", num: true, format: nb.fixed(4) },
+      ...(c.other_protocol ? [{ key: "other_ndcg", label: c.other_protocol + " NDCG@10", num: true, format: nb.fixed(4) }] : []),
+      { key: "recall", label: "recall@10", num: true, format: nb.fixed(4) },
+      { key: "coverage", label: "coverage@10", num: true, format: (v) => nb.pct(v) },
+      { key: "fit_seconds", label: "fit s", num: true, format: nb.fixed(1) },
+    ], c.rows, (row) => (row.chosen ? "serving" : "")),
+  ] : nb.el("p", { class: "empty" }, "the version in service was trained before nextbuy train kept its choice"));
   const e = d.evaluation;
   nb.fill("evaluation", e ? [
     nb.el("p", { class: "note" }, "protocol: " + e.protocol + " · " + e.path),
