@@ -126,8 +126,10 @@ def test_rating_values_make_a_one_star_weigh_less_than_a_five_star() -> None:
 # -- the choice on planted truths ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def taste_shop() -> tuple[pd.DataFrame, pd.DataFrame]:
-    shop = SyntheticShop(n_users=800, n_items=400, n_categories=8, n_brands=10, seed=5)
-    return pd.concat(list(shop.events(40_000)), ignore_index=True), shop.items()
+    shop = SyntheticShop(
+        n_users=1_500, n_items=400, n_categories=8, n_brands=10, seed=5, taste_share=0.9
+    )
+    return pd.concat(list(shop.events(80_000)), ignore_index=True), shop.items()
 
 
 def test_a_shop_with_planted_tastes_gets_a_learned_model_that_beats_every_baseline(
@@ -135,12 +137,11 @@ def test_a_shop_with_planted_tastes_gets_a_learned_model_that_beats_every_baseli
 ) -> None:
     events, items = taste_shop
     choice = choose(events, items, Settings(), budget="25s")
-    winner = choice.winner
+    winner, protocol = choice.winner, choice.protocol
     assert not choice.baseline_served
-    assert choice.protocol == "discovery"  # the synthetic taste shop rarely buys again
     for trial in choice.trials:
         if trial.candidate.baseline:
-            assert winner.value("discovery") > trial.value("discovery")
+            assert winner.value(protocol) > trial.value(protocol)
     stages = {t.stage for t in choice.trials}
     assert {"baseline", "defaults", "matrix", "search"} <= stages
     assert choice.seconds < 25 + 15  # checked before each trial; one may run past it
@@ -225,3 +226,17 @@ def test_every_shape_builds_with_its_planted_character() -> None:
     assert shaped_shop("grocery", seed=2, scale=0.2).interactions.equals(
         shaped_shop("grocery", seed=2, scale=0.2).interactions
     )
+
+
+def test_undated_events_are_validated_on_a_random_share_and_still_chosen_for(
+    taste_shop: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    events, items = taste_shop
+    undated = events.assign(timestamp=pd.NaT)
+    assert decide_validation(undated, DEFAULT_EVENT_WEIGHTS, Settings())[0] == "random"
+    choice = choose(undated, items, Settings(), budget="10s")
+    assert "no date" in choice.validation_reason
+    assert "dated" in " ".join(choice.shape.lines())
+    failed = {t.candidate.model for t in choice.trials if t.error}
+    assert "trending" in failed  # it needs dates; the others carry on
+    assert not choice.winner.error

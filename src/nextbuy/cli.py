@@ -382,7 +382,7 @@ def _print_choice(choice: dict[str, Any]) -> None:
 def _shape_lines(shape: dict[str, Any]) -> list[str]:
     from nextbuy.choice.shape import DataShape
 
-    fields = {**shape, "event_types": tuple(shape["event_types"])}
+    fields = {"dated_share": 1.0, **shape, "event_types": tuple(shape["event_types"])}
     scale = shape.get("rating_scale")
     fields["rating_scale"] = None if scale is None else tuple(scale)
     return DataShape(**fields).lines()
@@ -401,20 +401,23 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 @user_errors
 def models_list(config: ConfigOption = None) -> None:
-    """Every trained version with its validation metrics; * marks the one in service."""
+    """Every trained version with its validation metrics and whether its lists may repeat
+    purchases; * marks the one in service."""
     from nextbuy.registry import ModelRegistry
 
     registry = ModelRegistry(_settings(config).models_dir)
     serving = registry.serving_state().get("version")
     table = Table(title="model versions")
-    for column in ("", "version", "model", "trained at", "events", "NDCG@10", "recall@10"):
+    for column in ("", "version", "model", "lists", "trained at", "events", "NDCG@10", "recall@10"):
         table.add_column(column)
     for version in registry.versions():
         meta, metrics = version.meta, version.metrics
+        chosen = (meta.get("choice") or {}).get("winner", {}).get("label")
         table.add_row(
             "*" if version.name == serving else "",
             version.name,
-            meta.get("model", "?"),
+            chosen or meta.get("model", "?"),
+            "may repeat" if meta.get("exclude_seen") is False else "new items",
             str(meta.get("trained_at", ""))[:19],
             f"{meta.get('events', 0):,}",
             f"{metrics.get('ndcg@10', float('nan')):.4f}",
@@ -565,8 +568,11 @@ def _run_evaluation(
     step("reading events")
     positive, items = _positive_events(settings)
     split = temporal_split(positive, test_fraction=0.2)
+    from nextbuy.config import AUTO_MODEL
+
     served = _served_model(settings, meta)
-    names = list(models or dict.fromkeys(DEFAULT_EVALUATED_MODELS))
+    configured = [] if settings.training.model == AUTO_MODEL else [settings.training.model]
+    names = list(models or dict.fromkeys([*configured, *DEFAULT_EVALUATED_MODELS]))
     chosen = {name: create_model(name, **model_params(settings, name)) for name in names}
     if served is not None and not models:
         chosen = {served[0]: served[1], **{n: m for n, m in chosen.items() if n != served[0]}}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -32,13 +32,14 @@ from scipy.stats import norm
 
 from nextbuy.choice.blending import search_weights
 from nextbuy.choice.budget import Budget, Sizes, parse_budget
-from nextbuy.choice.candidate import Candidate, weight_variants
+from nextbuy.choice.candidate import DEFAULT_WEIGHTS, Candidate, weight_variants
 from nextbuy.choice.shape import DataShape, measure_shape, target_events
-from nextbuy.choice.spaces import FAMILY_SPACES, family_defaults, hybrid_space
+from nextbuy.choice.spaces import FAMILY_SPACES, ease_items, family_defaults, hybrid_space
 from nextbuy.choice.trials import Trial, Validation
 from nextbuy.config import Settings
 from nextbuy.errors import DataError
 from nextbuy.evaluation.splits import stratified_split
+from nextbuy.hybrid.pipeline import default_generators
 from nextbuy.models import Recommender
 from nextbuy.models.blend import Blend
 
@@ -59,6 +60,10 @@ MIN_BLEND_TRIALS = 30  # weight trials a blend gets even when the budget is spen
 # per-customer NDCG gain must be significant at this level, Bonferroni-corrected for the
 # families searched (the best of many tries looks better than it is), or the baseline serves.
 GATE_ALPHA = 0.05
+# Among learned candidates within this many standard errors of the best (paired, per
+# customer), the simplest is served: the best of hundreds of tries on one window is partly
+# luck, and a simpler model that scores within its noise carries less of it.
+EQUIVALENT_Z = 1.0
 
 
 @dataclass
@@ -165,12 +170,14 @@ def holdout(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, validation): the latest `fraction` of dated events ("latest"), or a random
     `fraction` of each customer's events, one always kept for training ("random")."""
+    if how == "random":
+        split = stratified_split(events, fraction, by="user", seed=seed)
+        if split.test.empty:
+            raise DataError("too few events per customer to hold any out for validation")
+        return split.train, split.test
     dated = events.dropna(subset=["timestamp"])
     if len(dated) < 10:
         raise DataError("too few dated events to hold out a validation window (need ≥ 10)")
-    if how == "random":
-        split = stratified_split(dated, fraction, by="user", seed=seed)
-        return split.train, split.test
     cut = dated["timestamp"].quantile(1 - fraction)
     later = events["timestamp"] >= cut
     if later.all():
@@ -185,6 +192,11 @@ def decide_validation(
     configured = settings.training.validation
     if configured != "auto":
         return configured, f"validation = {configured} in the configuration"
+    if events["timestamp"].notna().mean() < 0.5:
+        return "random", (
+            "most events have no date, so there is no latest window: a random tenth of each "
+            "customer's events is held out"
+        )
     target = target_events(events, weights)
     if target == ["rating"]:
         return "random", (
@@ -300,7 +312,7 @@ class Search:
         self.validation, self.shape, self.settings = validation, shape, settings
         self.protocol, self.budget, self.step = protocol, budget, step
         self.trials: list[Trial] = []
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # what the leaderboard alone would not tell
         self.seen: set[str] = set()
         # the best fitted model of each family (for blends), with its trial
         self.fitted: dict[str, tuple[Trial, Recommender]] = {}
@@ -351,12 +363,28 @@ class Search:
             ]
         for candidate in options:
             self.attempt(candidate, "matrix", share=0.2)
-        winner = self.best_learned(DISCOVERY, families_only=True)
-        if winner is not None:
-            self.matrix = winner.candidate
+        tried = [
+            t
+            for t in self.trials
+            if t.candidate.model == model and dict(t.candidate.params) == params and not t.error
+        ]
+        top = max(tried, key=lambda t: t.value(DISCOVERY))
+        # the plainest matrix within the noise of the best: decay and weights must earn it
+        equivalent = [t for t in tried if paired_z(top, t, DISCOVERY) < EQUIVALENT_Z]
+        plainest = min(equivalent, key=lambda t: (matrix_complexity(t), -t.value(DISCOVERY)))
+        self.matrix = plainest.candidate
 
     def hybrid(self) -> None:
-        params = {"protocol": self.protocol, "max_train_users": HYBRID_USERS}
+        generators = [asdict(g) for g in default_generators(self.protocol)]
+        for generator in generators:
+            if generator["name"] == "ease":  # as many items as an EASE fit of the budget
+                kept = ease_items(self.budget.sizes, self.budget.seconds)
+                generator["params"] = {**generator["params"], "max_items": kept}
+        params = {
+            "protocol": self.protocol,
+            "max_train_users": HYBRID_USERS,
+            "generators": generators,
+        }
         candidate = self._on_matrix("hybrid", params)
         if not self.budget.affords(candidate, HYBRID_SHARE):
             self.notes.append(
@@ -370,7 +398,9 @@ class Search:
         ranked = self._ranked_families()[:TUNED_FAMILIES]
         tuning = max(self.budget.left() - RESERVE * self.budget.seconds, 0.0)
         for (family, trial), share in zip(ranked, TUNING_SHARES, strict=False):
-            self._optimise(family, trial.candidate, tuning * share)
+            start = trial.candidate
+            on_matrix = self._on_matrix(start.model, start.params)
+            self._optimise(family, on_matrix, tuning * share)
 
     def blends(self) -> None:
         members = self._blend_members()
@@ -554,6 +584,7 @@ class Search:
         self, candidate: Candidate, reason: str, variants: dict[str, dict[str, float]]
     ) -> Choice:
         """Score the configured model beside the baselines; it is served in any case."""
+        notes = list(self.notes)
         self.baselines()
         trial = self.attempt(candidate, "configured", share=None) or next(
             t
@@ -563,7 +594,7 @@ class Search:
         if trial.error:
             raise DataError(f"model {candidate.model!r} could not be trained: {trial.error}")
         choice = self.result(reason, variants)
-        choice.winner = trial
+        choice.winner, choice.notes = trial, notes  # no selection: its notes do not apply
         base = choice.best_baseline()
         if base is not None and base.value(self.protocol) >= trial.value(self.protocol):
             choice.notes.append(
@@ -574,6 +605,22 @@ class Search:
             )
         return choice
 
+    def _simplest_within_noise(self, learned: list[Trial]) -> Trial | None:
+        protocol = self.protocol
+        best = max(learned, key=lambda t: t.value(protocol), default=None)
+        if best is None:
+            return None
+        equivalent = [t for t in learned if paired_z(best, t, protocol) < EQUIVALENT_Z]
+        simplest = min(equivalent, key=lambda t: (complexity(t), -t.value(protocol)))
+        if simplest is not best:
+            z = paired_z(best, simplest, protocol)
+            self.notes.append(
+                f"{best.candidate.label()} scored {best.value(protocol):.4f}, within the noise "
+                f"of the simpler {simplest.candidate.label()} ({simplest.value(protocol):.4f}, "
+                f"z = {z:.2f} < {EQUIVALENT_Z:g}): the simpler one is served"
+            )
+        return simplest
+
     def result(self, reason: str, variants: dict[str, dict[str, float]]) -> Choice:
         protocol = self.protocol
         scored = [t for t in self.trials if protocol in t.scores and not t.error]
@@ -582,7 +629,7 @@ class Search:
         baselines = [t for t in scored if t.candidate.baseline]
         learned = [t for t in scored if not t.candidate.baseline]
         best_base = max(baselines, key=lambda t: t.value(protocol), default=None)
-        best = max(learned, key=lambda t: t.value(protocol), default=None)
+        best = self._simplest_within_noise(learned)
         if best is not None and best_base is not None:
             z, needed = paired_z(best, best_base, protocol), gate_z(learned)
             if z < needed:
@@ -609,6 +656,32 @@ class Search:
             seconds=self.budget.spent(),
             notes=self.notes,
         )
+
+
+def complexity(trial: Trial) -> tuple[int, int]:
+    """How much a candidate learns: a blend by its members, the hybrid most of all; then how
+    far its matrix is from the plain one."""
+    model = trial.candidate.model
+    if model == "blend":
+        weights = trial.candidate.params.get("weights") or []
+        learned = 1 + sum(1 for w in weights if w)
+    else:
+        learned = HYBRID_COMPLEXITY if model == "hybrid" else 1
+    return learned, matrix_complexity(trial)
+
+
+def matrix_complexity(trial: Trial) -> int:
+    """0 for the plain matrix (no decay, the configured weights, ratings alike), one more for
+    each departure from it."""
+    candidate = trial.candidate
+    return (
+        (candidate.half_life_days is not None)
+        + (candidate.weights != DEFAULT_WEIGHTS)
+        + (candidate.ratings != "ignore")
+    )
+
+
+HYBRID_COMPLEXITY = 100
 
 
 def gate_z(learned: Sequence[Trial]) -> float:

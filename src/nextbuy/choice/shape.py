@@ -39,6 +39,7 @@ class DataShape:
     repeat_share: float
     validation_users: int
     new_user_share: float  # of the window's customers, the share never seen before it
+    dated_share: float  # of the training events, the share with a time
     day_only: bool  # every time is a midnight: dates without a time of day
     attributes: bool  # catalogue values (category, brand, attributes) shared by items
     categories: bool
@@ -55,11 +56,16 @@ class DataShape:
             f"predicting: {self.target}; event types: {', '.join(self.event_types)}",
             f"held out: {self.validation_users:,} customers, {self.new_user_share:.0%} of "
             f"them new; returning ones had had {self.repeat_share:.0%} of what they bought",
-            "times: dates only (no time of day)" if self.day_only else "times: dated to the second",
+            self._times(),
             "catalogue: "
             + (", ".join(self._catalogue_facts()) or "ids only (no attributes, no text)"),
             *([f"ratings from {scale[0]:g} to {scale[1]:g}"] if scale else []),
         ]
+
+    def _times(self) -> str:
+        if self.dated_share < 0.5:
+            return f"times: {self.dated_share:.0%} of the events are dated"
+        return "times: dates only (no time of day)" if self.day_only else "times: dated"
 
     def _catalogue_facts(self) -> list[str]:
         facts = []
@@ -116,6 +122,7 @@ def measure_shape(
         repeat_share=float(repeats.mean()) if len(repeats) else 0.0,
         validation_users=len(customers),
         new_user_share=float((~known_user[customers.index]).mean()) if len(customers) else 0.0,
+        dated_share=float(train["timestamp"].notna().mean()) if len(train) else 0.0,
         day_only=_day_only(train["timestamp"]),
         attributes=_has_attributes(items),
         categories=_has_column(items, "category"),

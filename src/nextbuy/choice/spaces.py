@@ -146,7 +146,9 @@ def hybrid_space(
 ) -> dict[str, Any]:
     """The hybrid's label windows, candidates per generator and LambdaMART's main knobs."""
     scale = trial.suggest_categorical("candidates", [0.5, 1.0, 1.5])
-    generators = default_generators(base.get("protocol") or "discovery")
+    generators = base.get("generators") or [
+        asdict(g) for g in default_generators(base.get("protocol") or "discovery")
+    ]
     return {
         "label_windows": trial.suggest_int("label_windows", 1, 3),
         "label_days": trial.suggest_categorical("label_days", [14.0, 30.0, 60.0]),
@@ -155,5 +157,5 @@ def hybrid_space(
             "num_leaves": trial.suggest_categorical("num_leaves", [15, 31, 63]),
             "min_child_samples": trial.suggest_categorical("min_child_samples", [20, 50, 100]),
         },
-        "generators": [{**asdict(g), "n": max(10, round(g.n * scale))} for g in generators],
+        "generators": [{**g, "n": max(10, round(g["n"] * scale))} for g in generators],
     }
