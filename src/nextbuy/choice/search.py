@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from scipy.stats import norm
@@ -55,7 +56,7 @@ BLEND_TRIALS = 60
 HYBRID_SHARE = 0.9  # the hybrid is tried when its expected cost fits this share of what is left
 HYBRID_USERS = 5_000  # customers per label window the hybrid trains on
 RESERVE = 0.1  # of the budget kept for the blends
-MIN_BLEND_TRIALS = 30  # weight trials a blend gets even when the budget is spent (each is cheap)
+MIN_BLEND_TRIALS = 30  # weight trials a blend search gets even when the budget is spent
 # A learned winner must beat the best baseline beyond the noise of the window: its paired
 # per-customer NDCG gain must be significant at this level, Bonferroni-corrected for the
 # families searched (the best of many tries looks better than it is), or the baseline serves.
@@ -543,14 +544,12 @@ class Search:
             for (trial, _), model in zip(members, fitted, strict=True)
         ]
         deadline = self.budget.spent() + max(self.budget.left(), 0.0) / 2
-        tried = 0
 
-        def keep_going() -> bool:
-            nonlocal tried
-            tried += 1
-            return tried <= MIN_BLEND_TRIALS or self.budget.spent() < deadline
+        def keep_going(number: int) -> bool:
+            return number < MIN_BLEND_TRIALS or self.budget.spent() < deadline
 
-        weights, _ = search_weights(named, setup, BLEND_TRIALS, keep_going)
+        found = search_weights(named, setup, BLEND_TRIALS, keep_going)
+        weights = found.weights
         specs = [
             {"model": t.candidate.model, "params": dict(t.candidate.params)} for t, _ in members
         ]
@@ -568,6 +567,11 @@ class Search:
         blend = Blend(fitted, weights, "zscore", refit=False)
         trial, _ = self.validation.run_fitted(blend, candidate, "blend")
         trial.fit_seconds = sum(t.fit_seconds for t, _ in members)  # what a refit costs
+        # scored as its weights would do on customers the search did not see
+        scores = trial.scores[protocol]
+        scores["in-sample ndcg@10"] = scores["ndcg@10"]
+        scores["ndcg@10"] = float(found.out_of_fold.mean())
+        trial.per_user[protocol] = found.out_of_fold.astype(np.float32)
         self.trials.append(trial)
 
     def _refit_on(self, candidate: Candidate, model: Recommender, matrix: Candidate) -> Recommender:
