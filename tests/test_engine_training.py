@@ -163,3 +163,17 @@ def test_train_prints_the_data_the_leaderboard_and_the_verdict(
     assert "popularity" in out and "NDCG@10" in out
     assert "chose " in out or "serving " in out
     assert "promoted: first version" in out
+
+
+def test_lists_of_new_items_are_topped_up_without_what_the_user_had(
+    shop: SyntheticShop, events: pd.DataFrame
+) -> None:
+    engine = Engine(model="own_history").fit(events, shop.items())
+    users = list(events["user_id"].dropna().unique()[:50])
+    new_only = engine.recommend_users(users, k=10, exclude_seen=True)
+    assert (new_only.groupby("user_id").size() == 10).all()
+    had = events.groupby("user_id")["item_id"].agg(set)
+    for user, group in new_only.groupby("user_id"):
+        assert had[user].isdisjoint(group["item_id"])
+    repeats = engine.recommend_users(users, k=10, exclude_seen=False)
+    assert any(not had[u].isdisjoint(g["item_id"]) for u, g in repeats.groupby("user_id"))

@@ -177,7 +177,9 @@ class Engine:
         _, data = self._ready()
         users = list(data.user_ids) if user_ids is None else [str(u) for u in user_ids]
         top = self.top_k(users, k, exclude_seen)
-        return self._fill_cold(self._table(users, top, data.item_ids), users, data.rows(users), k)
+        histories = data.rows(users)
+        table = self._table(users, top, data.item_ids)
+        return self._fill_cold(table, users, histories, k, exclude_seen)
 
     def top_k(self, user_ids: Sequence[str], k: int, exclude_seen: bool = True) -> TopK:
         """The model's k best per user (matrix item indices), from their trained histories."""
@@ -226,26 +228,39 @@ class Engine:
         return self._with_titles(frame)
 
     def _fill_cold(
-        self, table: pd.DataFrame, users: list[str], histories: sp.csr_matrix, k: int
+        self,
+        table: pd.DataFrame,
+        users: list[str],
+        histories: sp.csr_matrix,
+        k: int,
+        exclude_seen: bool = True,
     ) -> pd.DataFrame:
-        """Users with nothing to go on get the most popular items, never an empty list."""
+        """Short lists are topped up with the most popular items (never an empty list), and
+        with none of the user's own when lists leave those out."""
         empty = {u for u, n in zip(users, np.diff(histories.indptr), strict=True) if n == 0}
         short = set(table.groupby("user_id").size().loc[lambda s: s < k].index) | (
             set(users) - set(table["user_id"])
         )
-        cold = [u for u in users if u in short or u in empty]
+        cold = [i for i, u in enumerate(users) if u in short or u in empty]
         if not cold:
             return table
         _, data = self._ready()
-        popular = np.argsort(-np.asarray(data.counts.sum(axis=0)).ravel(), kind="stable")[:k]
-        fallback = pd.DataFrame(
-            {
-                "user_id": np.repeat(np.asarray(cold, dtype=object), len(popular)),
-                "item_id": np.tile(data.item_ids[popular], len(cold)),
-                "score": 0.0,
-            }
-        )
-        merged = pd.concat([table, fallback.pipe(self._with_titles)], ignore_index=True)
+        widest = int(np.diff(histories.indptr).max(initial=0)) if exclude_seen else 0
+        popular = np.argsort(-np.asarray(data.counts.sum(axis=0)).ravel(), kind="stable")
+        popular = popular[: k + widest]
+        parts = []
+        for row in cold:
+            picks = popular
+            if exclude_seen:
+                had = histories.indices[histories.indptr[row] : histories.indptr[row + 1]]
+                picks = popular[~np.isin(popular, had)]
+            parts.append(
+                pd.DataFrame(
+                    {"user_id": users[row], "item_id": data.item_ids[picks[:k]], "score": 0.0}
+                )
+            )
+        fallback = pd.concat(parts, ignore_index=True).pipe(self._with_titles)
+        merged = pd.concat([table, fallback], ignore_index=True)
         merged = merged.drop_duplicates(["user_id", "item_id"])
         merged = merged.groupby("user_id", sort=False).head(k)
         merged["rank"] = merged.groupby("user_id", sort=False).cumcount() + 1
