@@ -404,8 +404,16 @@ def part_timing() -> None:
 # --------------------------------------------------------------------------- report
 
 
+FORMATS = {
+    "search s": ".0f",
+    "train s": ".0f",
+    "peak MiB": ",.0f",
+    "train s (choice + final fit)": ".0f",
+}
+
+
 def _rows_table(rows: list[dict[str, Any]]) -> str:
-    return markdown_table(pd.DataFrame(rows))
+    return markdown_table(pd.DataFrame(rows), FORMATS)
 
 
 def _load(name: str) -> Any:
@@ -533,7 +541,36 @@ def _report_timing() -> str | None:
         }
         for name, run in found.items()
     ]
-    return "### What the choice costs\n\n" + _rows_table(rows)
+    return (
+        "### What the choice costs\n\n"
+        "`nextbuy train` with its default budget (10 minutes for a million events, scaled by "
+        "the square root of the data's size), choice and final fit, one process; the demo sets "
+        "100 s on the sample (`scripts/demo` was serving after 156 s; with 2 minutes of search "
+        "the hybrid fitted in and the demo took 325 s).\n\n" + _rows_table(rows)
+    )
+
+
+READING = """\
+### Reading
+
+- The choice holds its own where a model has something to learn: MovieLens and Online Retail
+  above the references, and the planted-taste shop far above the baselines. On the four
+  synthetic shapes no learned candidate beat the best baseline beyond the noise of the
+  held-out events (the gate is one-sided p < 0.05, Bonferroni-corrected for the families
+  searched), so a baseline was served: the issue's "beats popularity, trending and own history
+  on each" is not met there. On the test part the served baseline is within a few per cent of
+  the best one, and below it where the latest window favoured a different baseline (best
+  sellers chosen, trending better afterwards: sparse catalogue -3.4%, no attributes -6.0%).
+- On the planted-taste shop the chosen item-kNN recovers the planted truth 1.7% less well
+  than the best ALS the search tried; the winner of the held-out events is not always the best
+  on the underlying truth.
+- Online Retail with no options serves repeat-aware lists (returning customers had bought 38%
+  of what they bought next): those lists beat the hybrid benchmark's repeat figure, and
+  without earlier purchases reach 97% of its discovery figure; pinning `exclude_seen = true`
+  gives discovery lists above it.
+- The hybrid's repeat protocol changed in this version (every generator but buy-again proposes
+  items beyond what the customer had): the hybrid section above predates the change and was
+  not rerun."""
 
 
 def part_report() -> None:
@@ -553,6 +590,7 @@ def part_report() -> None:
     ):
         if section:
             parts.append(section)
+    parts.append(READING)
     title = "The automatic choice (`nextbuy train` with no options)"
     write_section("choice", title, "\n\n".join(parts))
 

@@ -996,8 +996,8 @@ stock_adjustment = 0.0
 
 [training]
 # No model named: `nextbuy train` chooses on the latest window of the shop's events, within
-# two minutes of search on this sample (the budget scales with the data by default).
-budget = "2m"
+# 100 seconds of search on this sample (the budget scales with the data by default).
+budget = "100s"
 """
 
 
