@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -95,16 +96,22 @@ def test_train_validation_beats_popularity_on_planted_tastes(
     assert ease > 1.5 * popular
 
 
+def cli_project(folder: Path, events: pd.DataFrame) -> Callable[..., subprocess.CompletedProcess]:
+    """A project in `folder` with the events as a CSV beside it, and a way to run the CLI."""
+    (folder / "nextbuy.toml").write_text('data_dir = "data"\n')
+    events.to_csv(folder / "events.csv", index=False)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        run = [sys.executable, "-m", "nextbuy.cli", *args]
+        return subprocess.run(run, cwd=folder, capture_output=True, text=True)
+
+    return cli
+
+
 def test_batch_recommendations_through_the_cli(
     tmp_path: Path, shop: SyntheticShop, events: pd.DataFrame
 ) -> None:
-    (tmp_path / "nextbuy.toml").write_text('data_dir = "data"\n')
-    events.to_csv(tmp_path / "events.csv", index=False)
-    run = [sys.executable, "-m", "nextbuy.cli"]
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*run, *args], cwd=tmp_path, capture_output=True, text=True)
-
+    cli = cli_project(tmp_path, events)
     assert cli("recommend").returncode == 2  # nothing trained yet: a clear error
     assert cli("import", "interactions", "events.csv").returncode == 0
     assert cli("train", "--model", "itemknn").returncode == 0
@@ -147,14 +154,9 @@ def test_a_configured_model_is_trained_as_it_is_and_said_to_lose_to_a_baseline(
 def test_train_prints_the_data_the_leaderboard_and_the_verdict(
     tmp_path: Path, shop: SyntheticShop, events: pd.DataFrame
 ) -> None:
-    (tmp_path / "nextbuy.toml").write_text('data_dir = "data"\n')
-    events.to_csv(tmp_path / "events.csv", index=False)
-    run = [sys.executable, "-m", "nextbuy.cli"]
-    done = subprocess.run([*run, "import", "interactions", "events.csv"], cwd=tmp_path)
-    assert done.returncode == 0
-    done = subprocess.run(
-        [*run, "train", "--budget", "15s"], cwd=tmp_path, capture_output=True, text=True
-    )
+    cli = cli_project(tmp_path, events)
+    assert cli("import", "interactions", "events.csv").returncode == 0
+    done = cli("train", "--budget", "15s")
     assert done.returncode == 0, done.stderr
     out = " ".join(done.stdout.split())
     assert "leaderboard: validation window" in out

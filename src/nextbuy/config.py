@@ -117,16 +117,16 @@ class TrainingConfig(Section):
     )
     promotion_metric: str = "ndcg@10"
 
+    promotion_tolerance: float = Field(
+        default=0.02, ge=0, description="A new version may be this much worse (relative)."
+    )
+
     def excludes_seen(self, meta: Mapping[str, Any] | None = None) -> bool:
         """Whether lists leave out what a customer had: as configured when set, else as
         `nextbuy train` decided from the data (kept in the version's `meta`), else yes."""
         if self.exclude_seen is not None:
             return self.exclude_seen
         return bool((meta or {}).get("exclude_seen", True))
-
-    promotion_tolerance: float = Field(
-        default=0.02, ge=0, description="A new version may be this much worse (relative)."
-    )
 
 
 class ServingConfig(Section):

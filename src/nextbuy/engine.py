@@ -190,10 +190,7 @@ class Engine:
             # may repeat purchases has them dropped here when lists must not
             wide = k + (EXCLUDED_HEADROOM if exclude_seen else 0)
             top = model.recommend_users(list(user_ids), wide)  # type: ignore[attr-defined]
-            if not exclude_seen:
-                return top
-            items = without_excluded(top.items, histories, k)
-            return TopK(items, _scores_of(top, items))
+            return without_excluded(top, histories, k) if exclude_seen else top
         return model.recommend(histories, k, exclude=histories if exclude_seen else None)
 
     def recommend_history(
@@ -248,18 +245,18 @@ class Engine:
         widest = int(np.diff(histories.indptr).max(initial=0)) if exclude_seen else 0
         popular = np.argsort(-np.asarray(data.counts.sum(axis=0)).ravel(), kind="stable")
         popular = popular[: k + widest]
-        parts = []
-        for row in cold:
-            picks = popular
-            if exclude_seen:
-                had = histories.indices[histories.indptr[row] : histories.indptr[row + 1]]
-                picks = popular[~np.isin(popular, had)]
-            parts.append(
-                pd.DataFrame(
-                    {"user_id": users[row], "item_id": data.item_ids[picks[:k]], "score": 0.0}
-                )
-            )
-        fallback = pd.concat(parts, ignore_index=True).pipe(self._with_titles)
+        picks = [popular[:k]] * len(cold)
+        if exclude_seen:
+            picks = [self._unhad(popular, histories, row, k) for row in cold]
+        fallback = pd.DataFrame(
+            {
+                "user_id": np.repeat(
+                    np.asarray(users, dtype=object)[cold], [len(p) for p in picks]
+                ),
+                "item_id": data.item_ids[np.concatenate(picks)] if picks else [],
+                "score": 0.0,
+            }
+        ).pipe(self._with_titles)
         merged = pd.concat([table, fallback], ignore_index=True)
         merged = merged.drop_duplicates(["user_id", "item_id"])
         merged = merged.groupby("user_id", sort=False).head(k)
@@ -268,6 +265,11 @@ class Engine:
         return merged.sort_values(
             ["user_id", "rank"], key=lambda s: s.map(order) if s.name == "user_id" else s
         ).reset_index(drop=True)
+
+    @staticmethod
+    def _unhad(popular: np.ndarray, histories: sp.csr_matrix, row: int, k: int) -> np.ndarray:
+        had = histories.indices[histories.indptr[row] : histories.indptr[row + 1]]
+        return popular[~np.isin(popular, had)][:k]
 
     def _with_titles(self, frame: pd.DataFrame) -> pd.DataFrame:
         if self.items is None or "title" not in self.items:
@@ -298,15 +300,6 @@ class Engine:
         items_path = path / "items.parquet"
         engine.items = pd.read_parquet(items_path) if items_path.is_file() else None
         return engine
-
-
-def _scores_of(top: TopK, kept: np.ndarray) -> np.ndarray:
-    """The scores `top` gave the items in `kept` (each row a subsequence of top's row)."""
-    out = np.full(kept.shape, -np.inf, np.float32)
-    for r in range(kept.shape[0]):
-        where = {int(i): s for i, s in zip(top.items[r], top.scores[r], strict=True)}
-        out[r] = [where.get(int(i), -np.inf) for i in kept[r]]
-    return out
 
 
 def _items_for_disk(items: pd.DataFrame) -> pd.DataFrame:

@@ -6,8 +6,8 @@ budget, scores on that window:
 
 1. the baselines: best sellers (by customers and by events), trending items at several
    half-lives and, for shops that buy again, each customer's own history;
-2. every model family that fits the data at its defaults (the previous winner first, when
-   there is one);
+2. every model family that fits the data at its defaults (the version in service is scored
+   before anything, when there is one);
 3. the training matrix: time decay, event-weight variants and rating values, with the
    strongest family;
 4. the hybrid pipeline, when the budget affords it;
@@ -15,8 +15,9 @@ budget, scores on that window:
 6. blends of the best members (with own history where lists may repeat), weights by Optuna;
 7. Optuna over the hybrid's parameters, if time is left.
 
-The winner is the best learned candidate on the protocol in force, unless no learned
-candidate beats the best baseline: then the baseline is served, and the choice says so.
+The winner is the simplest learned candidate within the noise of the best one on the
+protocol in force, unless it does not beat the best baseline beyond that noise (a paired test,
+corrected for the families searched): then the baseline is served, and the choice says so.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ GATE_ALPHA = 0.05
 # customer), the simplest is served: the best of hundreds of tries on one window is partly
 # luck, and a simpler model that scores within its noise carries less of it.
 EQUIVALENT_Z = 1.0
+HYBRID_COMPLEXITY = 100  # the hybrid counts as learning more than any blend
 
 
 @dataclass
@@ -267,15 +269,15 @@ def choose(
     if not validation_set.reference[protocol].n_users:
         raise DataError("no customer of the validation window has a purchase to predict")
     seconds = parse_budget(budget if budget is not None else settings.training.budget, len(events))
-    sizes = _sizes(validation_set, shape)
-    search = Search(validation_set, shape, settings, protocol, Budget(seconds, sizes), step)
-    search.validation_reason = held_out
+    limit = Budget(seconds, _sizes(validation_set))
+    search = Search(validation_set, shape, settings, protocol, limit, step)
     for found in earlier:
         search.attempt(found.candidate, found.stage)
+    reasons = (reason, held_out)
     if pinned is not None:
-        return search.pinned(pinned, reason, variants)
+        return search.pinned(pinned, reasons, variants)
     search.run()
-    return search.result(reason, variants)
+    return search.result(reasons, variants)
 
 
 def _named_weights(found: Earlier, variants: dict[str, dict[str, float]]) -> Earlier:
@@ -287,7 +289,7 @@ def _named_weights(found: Earlier, variants: dict[str, dict[str, float]]) -> Ear
     return replace(found, candidate=replace(found.candidate, weights=found.stage))
 
 
-def _sizes(validation: Validation, shape: DataShape) -> Sizes:
+def _sizes(validation: Validation) -> Sizes:
     reference = validation.reference[validation.protocols[-1]]
     return Sizes(
         events=len(validation.train),
@@ -318,7 +320,6 @@ class Search:
         # the best fitted model of each family (for blends), with its trial
         self.fitted: dict[str, tuple[Trial, Recommender]] = {}
         self.matrix = Candidate("matrix", half_life_days=settings.training.half_life_days)
-        self.validation_reason = ""
 
     # -- the plan -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -347,7 +348,7 @@ class Search:
 
     def matrices(self) -> None:
         """Decay, event weights and rating values, tried with the strongest family."""
-        best = self.best_learned(DISCOVERY, families_only=True)
+        best = self.best_family_trial()
         if best is None:
             return
         model, params = best.candidate.model, dict(best.candidate.params)
@@ -441,9 +442,9 @@ class Search:
         spent, total = self.budget.spent(), self.budget.seconds
         self.step(f"choosing ({spent:.0f}/{total:.0f} s): {stage}: {candidate.label()}")
         trial, model = self.validation.run(candidate, stage, protocols)
-        self.budget.record(candidate, trial.seconds)
         self.trials.append(trial)
-        if model is not None:
+        if model is not None:  # a failed fit says nothing about what a family costs
+            self.budget.record(candidate, trial.seconds)
             self._keep(trial, model)
         return trial
 
@@ -462,15 +463,16 @@ class Search:
         found = [t for t in self.trials if _family(t.candidate) == family and protocol in t.scores]
         return max(found, key=lambda t: t.value(protocol), default=None)
 
-    def best_learned(self, protocol: str, families_only: bool = False) -> Trial | None:
+    def best_family_trial(self) -> Trial | None:
+        """The best single learned family so far on new items (no blend, no hybrid)."""
         found = [
             t
             for t in self.trials
             if not t.candidate.baseline
-            and protocol in t.scores
-            and not (families_only and t.candidate.model in ("blend", "hybrid"))
+            and DISCOVERY in t.scores
+            and t.candidate.model not in ("blend", "hybrid")
         ]
-        return max(found, key=lambda t: t.value(protocol), default=None)
+        return max(found, key=lambda t: t.value(DISCOVERY), default=None)
 
     def _ranked_families(self) -> list[tuple[str, Trial]]:
         best: dict[str, Trial] = {}
@@ -565,7 +567,7 @@ class Search:
             return
         self.seen.add(candidate.key)
         blend = Blend(fitted, weights, "zscore", refit=False)
-        trial, _ = self.validation.run_fitted(blend, candidate, "blend")
+        trial = self.validation.run_fitted(blend, candidate, "blend")
         trial.fit_seconds = sum(t.fit_seconds for t, _ in members)  # what a refit costs
         # scored as its weights would do on customers the search did not see
         scores = trial.scores[protocol]
@@ -585,7 +587,10 @@ class Search:
 
     # -- the verdict --------------------------------------------------------------------------
     def pinned(
-        self, candidate: Candidate, reason: str, variants: dict[str, dict[str, float]]
+        self,
+        candidate: Candidate,
+        reasons: tuple[str, str],
+        variants: dict[str, dict[str, float]],
     ) -> Choice:
         """Score the configured model beside the baselines; it is served in any case."""
         notes = list(self.notes)
@@ -597,7 +602,7 @@ class Search:
         )
         if trial.error:
             raise DataError(f"model {candidate.model!r} could not be trained: {trial.error}")
-        choice = self.result(reason, variants)
+        choice = self.result(reasons, variants)
         choice.winner, choice.notes = trial, notes  # no selection: its notes do not apply
         base = choice.best_baseline()
         if base is not None and base.value(self.protocol) >= trial.value(self.protocol):
@@ -625,7 +630,8 @@ class Search:
             )
         return simplest
 
-    def result(self, reason: str, variants: dict[str, dict[str, float]]) -> Choice:
+    def result(self, reasons: tuple[str, str], variants: dict[str, dict[str, float]]) -> Choice:
+        """The verdict; `reasons` say why lists may repeat or not, and what was held out."""
         protocol = self.protocol
         scored = [t for t in self.trials if protocol in t.scores and not t.error]
         if not scored:
@@ -649,8 +655,8 @@ class Search:
         return Choice(
             shape=self.shape,
             protocol=protocol,
-            protocol_reason=reason,
-            validation_reason=self.validation_reason,
+            protocol_reason=reasons[0],
+            validation_reason=reasons[1],
             protocols=self.validation.protocols,
             trials=self.trials,
             winner=best,
@@ -683,9 +689,6 @@ def matrix_complexity(trial: Trial) -> int:
         + (candidate.weights != DEFAULT_WEIGHTS)
         + (candidate.ratings != "ignore")
     )
-
-
-HYBRID_COMPLEXITY = 100
 
 
 def gate_z(learned: Sequence[Trial]) -> float:

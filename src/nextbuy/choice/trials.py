@@ -141,12 +141,6 @@ class Validation:
             )
         return self._setups[key]
 
-    def forget_matrices(self, keep: Sequence[Candidate]) -> None:
-        """Drop the matrices no kept candidate uses (each holds a copy of the events)."""
-        wanted = {c.matrix_key for c in keep}
-        self._matrices = {k: m for k, m in self._matrices.items() if k in wanted}
-        self._setups = {k: s for k, s in self._setups.items() if tuple(k[:3]) in wanted}
-
     def run(
         self, candidate: Candidate, stage: str, protocols: Sequence[str] | None = None
     ) -> tuple[Trial, Recommender | None]:
@@ -174,9 +168,7 @@ class Validation:
             top, _ = recommend_lists(model, setup, K)
             trial.scores[protocol], trial.per_user[protocol] = score_lists(top, setup)
 
-    def run_fitted(
-        self, model: Recommender, candidate: Candidate, stage: str
-    ) -> tuple[Trial, Recommender]:
+    def run_fitted(self, model: Recommender, candidate: Candidate, stage: str) -> Trial:
         """Score a model already fitted on this candidate's matrix (a blend of members)."""
         started = time.perf_counter()
         model.fit(self.matrix(candidate), self.items)
@@ -184,7 +176,7 @@ class Validation:
         trial = Trial(candidate, stage, fit_seconds=fitted - started)
         self._score_all(trial, model, self.protocols)
         trial.score_seconds = time.perf_counter() - fitted
-        return trial, model
+        return trial
 
     @property
     def in_force(self) -> str:

@@ -33,7 +33,7 @@ from nextbuy.errors import ConfigError, DataError, NextbuyError
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.splits import Split
 from nextbuy.matrix import InteractionMatrix, RatingValues, from_frame
-from nextbuy.models.base import EXCLUDED_HEADROOM, Recommender, without_excluded
+from nextbuy.models.base import EXCLUDED_HEADROOM, Recommender, TopK, without_excluded
 from nextbuy.models.blend import OwnHistory
 from nextbuy.models.popularity import PopularityModel
 from nextbuy.models.random_model import RandomModel
@@ -215,13 +215,13 @@ def _lists_by_user(model: Any, setup: EvaluationSetup, k: int) -> np.ndarray:
     setup excludes are dropped, so a model that may repeat purchases is scored on what it
     lists beyond them."""
     extra = 0 if setup.exclude is None else EXCLUDED_HEADROOM
-    top = model.recommend_users(list(setup.user_ids), k + extra).items
+    top = model.recommend_users(list(setup.user_ids), k + extra)
     own = np.asarray(model.stage_items, dtype=object)
     column = np.asarray([setup.data.item_index.get(str(t), -1) for t in own], np.int64)
-    mapped = np.where(top >= 0, column[np.maximum(top, 0)], -1)
+    mapped = TopK(np.where(top.items >= 0, column[np.maximum(top.items, 0)], -1), top.scores)
     if setup.exclude is None:
-        return mapped
-    return without_excluded(mapped, setup.exclude, k)
+        return mapped.items
+    return without_excluded(mapped, setup.exclude, k).items
 
 
 def fill_with_popular(top: np.ndarray, setup: EvaluationSetup) -> np.ndarray:

@@ -262,16 +262,22 @@ def accumulate(
     return out
 
 
-def without_excluded(top: np.ndarray, exclude: sp.csr_matrix, k: int) -> np.ndarray:
-    """The first k entries of each row of item indices that `exclude` does not hold, -1
+def without_excluded(top: TopK, exclude: sp.csr_matrix, k: int) -> TopK:
+    """The first k places of each row whose item `exclude` does not hold, with their scores,
     padded (for lists made without the exclusion, e.g. by user id)."""
-    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
-    cols = np.minimum(np.maximum(top.ravel(), 0), exclude.shape[1] - 1)
-    inside = top.ravel() < exclude.shape[1]
+    items = top.items
+    rows = np.repeat(np.arange(items.shape[0]), items.shape[1])
+    cols = np.minimum(np.maximum(items.ravel(), 0), exclude.shape[1] - 1)
+    inside = items.ravel() < exclude.shape[1]
     banned = (np.asarray(exclude[rows, cols]).ravel() != 0) & inside
-    banned = (banned | (top.ravel() < 0)).reshape(top.shape)
-    out = np.full((top.shape[0], k), -1, np.int64)
-    for r in range(top.shape[0]):
-        kept = top[r][~banned[r]][:k]
-        out[r, : len(kept)] = kept
-    return out
+    kept = ~(banned | (items.ravel() < 0)).reshape(items.shape)
+    # kept places first, in list order; the first k of them
+    order = np.argsort(~kept, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(kept, order, axis=1)
+    out_items = np.where(picked, np.take_along_axis(items, order, axis=1), -1)
+    out_scores = np.where(picked, np.take_along_axis(top.scores, order, axis=1), -np.inf)
+    if out_items.shape[1] < k:
+        pad = k - out_items.shape[1]
+        out_items = np.pad(out_items, ((0, 0), (0, pad)), constant_values=-1)
+        out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return TopK(out_items.astype(np.int64), out_scores.astype(np.float32))

@@ -23,7 +23,7 @@ from nextbuy.choice import Candidate, Choice, choose
 from nextbuy.choice.search import Earlier
 from nextbuy.choice.trials import Trial
 from nextbuy.config import AUTO_MODEL, Settings
-from nextbuy.engine import Engine, model_params
+from nextbuy.engine import Engine, model_params, rating_values
 from nextbuy.errors import DataError
 from nextbuy.registry import ModelRegistry, Version
 from nextbuy.store.base import Store
@@ -70,9 +70,8 @@ def train_version(
     pinned = None
     if name != AUTO_MODEL:
         chosen = model_params(settings, name) if params is None else params
-        pinned = Candidate(
-            name, chosen, settings.training.half_life_days, ratings=_ratings(settings)
-        )
+        ratings = rating_values(settings).mode
+        pinned = Candidate(name, chosen, settings.training.half_life_days, ratings=ratings)
     choice = choose(
         events, items, settings, budget=budget, earlier=earlier, pinned=pinned, step=step
     )
@@ -85,11 +84,6 @@ def train_version(
     return TrainOutcome(
         version, promoted, reason, _metrics(choice.winner, choice), serving_metrics, choice
     )
-
-
-def _ratings(settings: Settings) -> str:
-    mode = settings.events.rating_values
-    return "ignore" if mode == "auto" else mode
 
 
 def _earlier(serving: Version) -> Earlier:
