@@ -3,6 +3,8 @@ the baseline gate, and what it chooses on shops with a planted truth."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from nextbuy.choice.budget import Budget, Sizes, parse_budget
 from nextbuy.choice.search import decide_validation
 from nextbuy.config import Settings
 from nextbuy.datasets import SyntheticShop
-from nextbuy.datasets.shapes import SHAPES, shaped_shop
+from nextbuy.datasets.shapes import SHAPES, planted_complements, shaped_shop
 from nextbuy.engine import Engine
 from nextbuy.errors import ConfigError
 from nextbuy.evaluation import metrics
@@ -20,6 +22,7 @@ from nextbuy.evaluation.runner import fill_with_popular, prepare
 from nextbuy.evaluation.splits import temporal_split
 from nextbuy.matrix import RatingValues, from_frame
 from nextbuy.models import OwnHistory, PopularityModel, TrendingModel
+from nextbuy.models.fbt import FrequentlyBoughtTogether
 from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 
@@ -226,6 +229,55 @@ def test_every_shape_builds_with_its_planted_character() -> None:
     assert shaped_shop("grocery", seed=2, scale=0.2).interactions.equals(
         shaped_shop("grocery", seed=2, scale=0.2).interactions
     )
+
+
+def test_a_shapes_planted_complements_are_what_bought_together_finds() -> None:
+    shop = shaped_shop("grocery", seed=3, scale=0.5)
+    complements = planted_complements("grocery", seed=3, scale=0.5)
+    purchases = shop.interactions
+    model = FrequentlyBoughtTogether().fit(from_frame(purchases, DEFAULT_EVENT_WEIGHTS))
+    ids = model.item_ids.astype(str)
+    bought = purchases["item_id"].value_counts()
+    # items bought often enough for their complement to show, but not the best sellers,
+    # whose lists best sellers fill whatever the complement
+    middle = [i for i in bought.index[100:300] if complements[i] in set(ids)]
+    at = np.array([np.flatnonzero(ids == i)[0] for i in middle])
+    similar = model.similar_items(at, 5).ids(model.item_ids)
+    found = np.mean([complements[i] in set(top) for i, top in zip(middle, similar, strict=True)])
+    assert found > 0.7
+    chance = 5 / len(ids)
+    assert found > 50 * chance
+
+
+def test_a_shapes_repeat_purchases_lean_on_the_latest_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planted = latest_order_lean(shaped_shop("grocery", seed=3, scale=0.3).interactions)
+    monkeypatch.setitem(SHAPES, "grocery", replace(SHAPES["grocery"], recent_repeat=0.0))
+    without = latest_order_lean(shaped_shop("grocery", seed=3, scale=0.3).interactions)
+    assert planted > 1.3 * without
+
+
+def latest_order_lean(events: pd.DataFrame) -> float:
+    """How much likelier an item of a customer's latest order is bought in the next one than
+    an item of an older order."""
+    orders = events.drop_duplicates(["order_id", "item_id"]).sort_values("timestamp", kind="stable")
+    baskets = orders.groupby("order_id", sort=False).agg(
+        user=("user_id", "first"), items=("item_id", frozenset)
+    )
+    latest: dict[str, frozenset] = {}
+    earlier: dict[str, set] = {}
+    from_latest = from_older = 0.0
+    for user, items in zip(baskets["user"], baskets["items"], strict=True):
+        if user in latest:
+            older = earlier[user] - latest[user]
+            from_latest += len(items & latest[user]) / max(len(latest[user]), 1)
+            from_older += len(items & older) / max(len(older), 1)
+            earlier[user] |= latest[user]
+        else:
+            earlier[user] = set()
+        latest[user] = items
+    return from_latest / from_older
 
 
 def test_undated_events_are_validated_on_a_random_share_and_still_chosen_for(

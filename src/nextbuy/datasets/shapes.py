@@ -11,8 +11,10 @@ from Online Retail and MovieLens in the ways real shops do:
 - "few_events": most customers with one to three events, many of them new.
 
 The planted truth is the same everywhere: customers have a taste over latent aisles, items a
-Zipf popularity (some of it seasonal), and customers buy again from their staples with a
-propensity of their own; shapes differ in sizes and rates. Same arguments, same data.
+Zipf popularity (some of it seasonal), customers buy again from their staples with a
+propensity of their own (recent purchases more than old ones: a staple list drifts), and an
+item has a complement that is often bought with it, in the same order or the next one (pasta,
+then sauce); shapes differ in sizes and rates. Same arguments, same data.
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ class ShapeSpec:
     taste_concentration: float = 0.3  # Dirichlet α of the aisle taste: lower, narrower
     popularity_exponent: float = 0.9  # Zipf
     seasonal_share: float = 0.15  # items whose popularity peaks in one season
-    views_per_order: float = 0.0  # views before each order, of items like the ones bought
+    views_per_order: float = 0.0  # views before each order, of items from the aisles bought
     day_only: bool = False
     catalogue: str = "full"  # full (aisle, shelf, brand, title) | aisles | none
     active_days: float = 60.0  # mean span of a customer's orders
+    complement_rate: float = 0.3  # of lines, followed by the item's complement
+    complement_same_order: float = 0.5  # else the complement comes with the next order
+    recent_repeat: float = 0.5  # of repeat lines, an item of the customer's previous order
 
 
 SHAPES: dict[str, ShapeSpec] = {
@@ -72,7 +77,7 @@ SHAPES: dict[str, ShapeSpec] = {
         lines_per_order=2.0,
         repeat_rate=0.05,
         staples=3.0,
-        taste_concentration=0.1,
+        taste_concentration=0.01,  # a customer keeps to a few of the 200 aisles
         popularity_exponent=0.7,
         views_per_order=3.0,
     ),
@@ -93,6 +98,17 @@ SHAPES: dict[str, ShapeSpec] = {
 
 def shaped_shop(shape: str, seed: int = 0, scale: float = 1.0) -> ShopData:
     """A shop of this shape; `scale` multiplies the numbers of customers and items."""
+    return _generator(shape, seed, scale).shop(f"shape-{shape}")
+
+
+def planted_complements(shape: str, seed: int = 0, scale: float = 1.0) -> dict[str, str]:
+    """Each item's planted complement in the shop `shaped_shop` makes with these arguments."""
+    generator = _generator(shape, seed, scale)
+    ids = np.char.add("p", np.arange(generator.spec.n_items).astype(str))
+    return dict(zip(ids.tolist(), ids[generator.complement].tolist(), strict=True))
+
+
+def _generator(shape: str, seed: int, scale: float) -> _Generator:
     spec = SHAPES.get(shape)
     if spec is None:
         raise ConfigError(f"unknown shop shape {shape!r}; known: {', '.join(SHAPES)}")
@@ -102,7 +118,7 @@ def shaped_shop(shape: str, seed: int = 0, scale: float = 1.0) -> ShopData:
             n_users=max(50, round(spec.n_users * scale)),
             n_items=max(spec.n_aisles * 3, round(spec.n_items * scale)),
         )
-    return _Generator(spec, np.random.default_rng([seed, 17])).shop(f"shape-{shape}")
+    return _Generator(spec, np.random.default_rng([seed, 17]))
 
 
 class _Generator:
@@ -119,6 +135,17 @@ class _Generator:
         boost[peak[seasonal], np.flatnonzero(seasonal)] = 5.0
         self.popularity = base[None, :] * boost  # (season, item)
         self.taste = rng.dirichlet(np.full(spec.n_aisles, spec.taste_concentration), spec.n_users)
+        self.complement = self._complements()
+
+    def _complements(self) -> np.ndarray:
+        """Each item's complement, anywhere in the catalogue, popular ones likelier (by the
+        square root of popularity, so the long tail has complements to find too)."""
+        cdf = np.cumsum(np.sqrt(self.popularity[0]))
+        pick = np.searchsorted(cdf, self.rng.random(self.spec.n_items) * cdf[-1])
+        pick = np.minimum(pick, self.spec.n_items - 1)
+        itself = pick == np.arange(self.spec.n_items)
+        pick[itself] = (pick[itself] + 1) % self.spec.n_items
+        return pick
 
     # -- draws ----------------------------------------------------------------------------
     def _season(self, days: np.ndarray) -> np.ndarray:
@@ -138,8 +165,11 @@ class _Generator:
         by its season's popularity."""
         cum = np.cumsum(self.taste[users], axis=1)
         aisles = (cum < self.rng.random(len(users))[:, None]).sum(axis=1)
-        aisles = np.minimum(aisles, self.spec.n_aisles - 1)
-        out = np.empty(len(users), np.int64)
+        return self._in_aisles(np.minimum(aisles, self.spec.n_aisles - 1), seasons)
+
+    def _in_aisles(self, aisles: np.ndarray, seasons: np.ndarray) -> np.ndarray:
+        """One item of each draw's aisle, by its season's popularity."""
+        out = np.empty(len(aisles), np.int64)
         for season in range(SEASONS):
             for aisle in np.unique(aisles[seasons == season]):
                 at = np.flatnonzero((seasons == season) & (aisles == aisle))
@@ -164,20 +194,62 @@ class _Generator:
         staples = self._new_items(np.repeat(users, n_staples), np.zeros(n_staples.sum(), int))
         staple_start = np.concatenate([[0], np.cumsum(n_staples)[:-1]])
         repeat_rate = rng.beta(2.0, 2.0 * (1 - spec.repeat_rate) / spec.repeat_rate, spec.n_users)
-        orders, days = self._orders()
-        lines = 1 + rng.poisson(max(spec.lines_per_order - 1, 0), len(orders))
-        line_user = np.repeat(orders, lines)
-        line_order = np.repeat(np.arange(len(orders)), lines)
-        line_day = np.repeat(days, lines)
+        order_user, order_day = self._orders()
+        lines = 1 + rng.poisson(max(spec.lines_per_order - 1, 0), len(order_user))
+        line_user = np.repeat(order_user, lines)
+        line_order = np.repeat(np.arange(len(order_user)), lines)
+        line_day = np.repeat(order_day, lines)
         repeat = rng.random(len(line_user)) < repeat_rate[line_user]
         # staples are bought by how much they matter to the customer: the first ones most
         pick = np.floor(rng.random(len(line_user)) ** 2 * n_staples[line_user]).astype(np.int64)
         items = self._new_items(line_user, line_day)
         items[repeat] = staples[staple_start[line_user[repeat]] + pick[repeat]]
-        events = self._events(line_user, line_order, line_day, items)
+        self._repeat_recent(items, repeat, order_user, lines)
+        line_order, line_day, items = self._with_complements(
+            order_user, order_day, line_order, items
+        )
+        events = self._events(order_user[line_order], line_order, line_day, items)
         return ShopData(name, events, self._catalogue(), None)
 
+    def _repeat_recent(
+        self, items: np.ndarray, repeat: np.ndarray, order_user: np.ndarray, lines: np.ndarray
+    ) -> None:
+        """Some repeat lines buy again an item of the customer's previous order, order by
+        order (an order's items must be final before the next one copies from them)."""
+        first_line = np.concatenate([[0], np.cumsum(lines)[:-1]])
+        follows = np.concatenate([[False], order_user[1:] == order_user[:-1]])
+        index = np.arange(len(order_user))
+        rank = index - np.maximum.accumulate(np.where(follows, 0, index))
+        line_rank = np.repeat(rank, lines)
+        line_order = np.repeat(np.arange(len(order_user)), lines)
+        recent = repeat & (self.rng.random(len(items)) < self.spec.recent_repeat)
+        for r in range(1, int(rank.max(initial=0)) + 1):
+            at = np.flatnonzero(recent & (line_rank == r))
+            before = line_order[at] - 1
+            offset = np.floor(self.rng.random(len(at)) * lines[before]).astype(np.int64)
+            items[at] = items[first_line[before] + offset]
+
+    def _with_complements(
+        self,
+        order_user: np.ndarray,
+        order_day: np.ndarray,
+        line_order: np.ndarray,
+        items: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Add each followed line's complement to the same order or the customer's next one."""
+        spec, rng = self.spec, self.rng
+        followed = np.flatnonzero(rng.random(len(items)) < spec.complement_rate)
+        target = line_order[followed].copy()
+        has_next = np.append(order_user[1:] == order_user[:-1], False)
+        later = (rng.random(len(followed)) >= spec.complement_same_order) & has_next[target]
+        target[later] += 1
+        all_orders = np.concatenate([line_order, target])
+        all_items = np.concatenate([items, self.complement[items[followed]]])
+        keep = np.argsort(all_orders, kind="stable")
+        return all_orders[keep], order_day[all_orders[keep]], all_items[keep]
+
     def _orders(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each order's customer and day, a customer's orders together and by day."""
         spec, rng = self.spec, self.rng
         n_orders = rng.geometric(1.0 / spec.orders_per_user, spec.n_users)
         life = rng.exponential(spec.active_days, spec.n_users)
@@ -188,7 +260,9 @@ class _Generator:
         offsets[first] = 0.0  # a customer's first order opens their active span
         days = np.floor(np.repeat(start, n_orders) + offsets).astype(np.int64)
         keep = days < spec.days
-        return users[keep], days[keep]
+        users, days = users[keep], days[keep]
+        order = np.lexsort((days, users))
+        return users[order], days[order]
 
     def _events(
         self, users: np.ndarray, orders: np.ndarray, days: np.ndarray, items: np.ndarray
@@ -212,7 +286,8 @@ class _Generator:
             return purchases.sort_values("timestamp", kind="stable").reset_index(drop=True)
         per_line = rng.poisson(spec.views_per_order / max(spec.lines_per_order, 1.0), len(users))
         at = np.repeat(np.arange(len(users)), per_line)
-        viewed = self._new_items(users[at], days[at])
+        # shoppers look at alternatives from the aisle of what they then buy
+        viewed = self._in_aisles(self.aisle[items[at]], self._season(days[at]))
         views = pd.DataFrame(
             {
                 "user_id": purchases["user_id"].to_numpy()[at],
