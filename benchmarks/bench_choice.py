@@ -2,8 +2,10 @@
 
 For each data set: split it (held-out test part), write the training part to files, and in a
 fresh project run `nextbuy init`, `nextbuy import`, `nextbuy train` (no options: the choice
-decides) and `nextbuy recommend`; then score the lists on the test part here, with the
-evaluation runner's truth, next to references fitted on the same split in the same run.
+decides) and `nextbuy recommend` (the API's request path; with no placement named the lists
+keep the model's own order, topped up with trending and best sellers as served); then score
+the lists on the test part here, with the evaluation runner's truth, next to references
+fitted on the same split in the same run.
 
 - movielens: MovieLens 100k, per-item stratified 75/25 split, seed 42 (the Microsoft
   Recommenders protocol: training items excluded, every test rating relevant); reference

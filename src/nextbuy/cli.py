@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
@@ -470,31 +471,44 @@ def recommend(
             "decided from the data",
         ),
     ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            help="Placement whose rules apply, as the API applies them (e.g. home, email); "
+            "default: none, the model's own order"
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Batch recommendations for many users (e.g. a personalised e-mail campaign)."""
-    from nextbuy.engine import Engine
-    from nextbuy.registry import ModelRegistry
+    """Batch recommendations for many users (e.g. a personalised e-mail campaign): what the
+    API would answer each of them, consent, erasures and availability included."""
+    from nextbuy.serving.batch import batch_lists
 
     settings = _settings(config)
-    version = ModelRegistry(settings.models_dir).serving()
-    if version is None:
-        raise NextbuyError("no trained model yet: run `nextbuy train` first")
-    engine = Engine.load(version.path, settings)
-    exclude = settings.training.excludes_seen(version.meta) if new_only is None else new_only
-    wanted = None if users == "all" else [u.strip() for u in users.split(",") if u.strip()]
-    table = _with_steps(
-        lambda step: (step("recommending"), engine.recommend_users(wanted, k, exclude))[1]
-    )
     suffix = out.suffix.lower()
-    if suffix == ".parquet":
-        table.to_parquet(out, index=False)
-    elif suffix == ".csv":
-        table.to_csv(out, index=False)
-    elif suffix in (".jsonl", ".json"):
-        table.to_json(out, orient="records", lines=True)
-    else:
+    if suffix not in (".parquet", ".csv", ".jsonl", ".json"):
         raise NextbuyError(f"{out}: expected a .parquet, .csv or .jsonl file name")
+    wanted = None if users == "all" else [u.strip() for u in users.split(",") if u.strip()]
+    columns = (TextColumn("recommending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("recommending", total=None)
+        table = batch_lists(
+            settings,
+            wanted,
+            k,
+            placement,
+            new_only,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    # written aside and renamed, so Ctrl-C never leaves half a file where the last one was
+    partial = out.with_name(f".{out.name}.partial")
+    if suffix == ".parquet":
+        table.to_parquet(partial, index=False)
+    elif suffix == ".csv":
+        table.to_csv(partial, index=False)
+    else:
+        table.to_json(partial, orient="records", lines=True)
+    partial.replace(out)
     console.print(f"wrote {len(table):,} rows for {table['user_id'].nunique():,} users to {out}")
 
 

@@ -107,3 +107,9 @@ class OnlineState:
 
     def has(self, who: str) -> bool:
         return who in self._by_key
+
+    def user_ids(self) -> list[str]:
+        """The customers (not anonymous sessions) with recent events, oldest activity first."""
+        with self._lock:
+            keys = list(self._by_key)
+        return [user for user, _ in map(split_key, keys) if user is not None]
