@@ -15,6 +15,7 @@ import pytest
 
 from nextbuy.config import Settings
 from nextbuy.ingest import ImportOptions, import_file
+from nextbuy.store.records import KeyRecord, open_erasure_table, open_key_table
 from nextbuy.store.sqlite import SQLiteStore
 
 
@@ -130,3 +131,25 @@ def test_delete_item_and_upsert(store: SQLiteStore) -> None:
     assert len(items) == 1 and items.loc[0, "title"] == "A2"
     assert store.delete_item("a")
     assert not store.delete_item("a")
+
+
+# -- record tables: API keys and erasures --------------------------------------------------------
+def test_key_records_round_trip_oldest_first_and_go_by_id_or_name(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    keys = open_key_table(path)
+    first = KeyRecord("a1", "storefront", ("read",), b"\x00salt", b"\x01digest", 1_000)
+    second = KeyRecord("b2", "importer", ("admin", "write"), b"salt2", b"digest2", 2_000)
+    keys.add(second)
+    keys.add(first)
+    assert open_key_table(path).all() == [first, second]  # another process sees them
+    assert keys.remove("importer") == 1 and keys.remove("a1") == 1
+    assert keys.remove("a1") == 0 and keys.all() == []
+
+
+def test_erasure_records_keep_the_latest_time_per_user(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    erasures = open_erasure_table(path)
+    erasures.record("hash-1", 10)
+    erasures.record("hash-2", 20)
+    erasures.record("hash-1", 30)
+    assert open_erasure_table(path).all() == {"hash-1": 30, "hash-2": 20}

@@ -4,25 +4,17 @@ Erasure deletes a user's events and profile from the store at once, but a traine
 still holds the user's history row until the next training. The server therefore keeps a
 suppression list of erased users and treats them as unknown wherever the serving model was
 trained before their erasure. The list holds a SHA-256 of the user id, not the id itself,
-in its own table of the store's file, so it survives a restart.
+in its own table of the store, so it survives a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 
-TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS serving_erasures (
-    user_hash TEXT PRIMARY KEY,
-    erased_at INTEGER NOT NULL
-)
-"""
+from nextbuy.store.records import open_erasure_table
 
 
 def user_hash(user_id: str) -> str:
@@ -30,29 +22,16 @@ def user_hash(user_id: str) -> str:
 
 
 class Erasures:
-    """user hash -> when the user was erased (unix ms)."""
+    """user hash -> when the user was erased (unix ms), kept in the store's erasure table."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self._table = open_erasure_table(path)
         self._lock = threading.Lock()
-        with self._connect() as conn:
-            conn.execute(TABLE_SQL)
-            rows = conn.execute("SELECT user_hash, erased_at FROM serving_erasures").fetchall()
-        self._erased: dict[str, int] = dict(rows)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
-            yield conn
+        self._erased: dict[str, int] = self._table.all()
 
     def record(self, user_id: str) -> None:
         digest, now = user_hash(user_id), int(time.time() * 1000)
-        with self._connect() as conn:
-            conn.execute(
-                "INSERT INTO serving_erasures VALUES (?, ?) "
-                "ON CONFLICT(user_hash) DO UPDATE SET erased_at = excluded.erased_at",
-                (digest, now),
-            )
+        self._table.record(digest, now)
         with self._lock:
             self._erased[digest] = now
 

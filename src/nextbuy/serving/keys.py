@@ -1,4 +1,4 @@
-"""API keys with scopes, kept in their own table of the store's SQLite file.
+"""API keys with scopes, kept in their own table of the store.
 
 A key reads `nbk_<id>_<secret>`. Only a salted SHA-256 of the secret is stored, so a copy of
 the database does not give anyone a working key; the key is shown once, when created.
@@ -13,30 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
-import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from nextbuy.errors import DataError, NotFoundError
+from nextbuy.store.records import KeyRecord, open_key_table
 
 SCOPES = ("read", "write", "admin")
 PREFIX = "nbk"
-TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS serving_api_keys (
-    key_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    salt TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -75,20 +63,12 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
 
 
 class KeyStore:
-    """Create, list, revoke and verify keys in `serving_api_keys` of the SQLite file."""
+    """Create, list, revoke and verify keys kept in the store's key table."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self._table = open_key_table(path)
         self._lock = threading.Lock()
         self._keys: dict[str, _Stored] | None = None
-        with self._connect() as conn:
-            conn.execute(TABLE_SQL)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
-            yield conn
 
     # -- administration ----------------------------------------------------------------------
     def create(self, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
@@ -100,18 +80,10 @@ class KeyStore:
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         created = int(time.time() * 1000)
-        with self._connect() as conn:
-            conn.execute(
-                "INSERT INTO serving_api_keys VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    key_id,
-                    name.strip(),
-                    json.dumps(sorted(chosen)),
-                    salt.hex(),
-                    _digest(salt, secret).hex(),
-                    created,
-                ),
-            )
+        record = KeyRecord(
+            key_id, name.strip(), tuple(sorted(chosen)), salt, _digest(salt, secret), created
+        )
+        self._table.add(record)
         self.refresh()
         return ApiKey(key_id, name.strip(), chosen, created), f"{PREFIX}_{key_id}_{secret}"
 
@@ -120,15 +92,11 @@ class KeyStore:
 
     def revoke(self, key_id_or_name: str) -> int:
         """Delete keys by id or by name; how many went."""
-        with self._connect() as conn:
-            cursor = conn.execute(
-                "DELETE FROM serving_api_keys WHERE key_id = ? OR name = ?",
-                (key_id_or_name, key_id_or_name),
-            )
+        removed = self._table.remove(key_id_or_name)
         self.refresh()
-        if cursor.rowcount == 0:
+        if removed == 0:
             raise NotFoundError(f"no API key with id or name {key_id_or_name!r}")
-        return cursor.rowcount
+        return removed
 
     # -- the request path --------------------------------------------------------------------
     def any_keys(self) -> bool:
@@ -164,16 +132,11 @@ class KeyStore:
         return keys or {}
 
     def _read(self) -> dict[str, _Stored]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT key_id, name, scopes, salt, hash, created_at FROM serving_api_keys "
-                "ORDER BY created_at"
-            ).fetchall()
         return {
-            key_id: _Stored(
-                ApiKey(key_id, name, frozenset(json.loads(scopes)), created),
-                bytes.fromhex(salt),
-                bytes.fromhex(digest),
+            record.key_id: _Stored(
+                ApiKey(record.key_id, record.name, frozenset(record.scopes), record.created_at),
+                record.salt,
+                record.digest,
             )
-            for key_id, name, scopes, salt, digest, created in rows
+            for record in self._table.all()
         }
