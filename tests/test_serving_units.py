@@ -22,7 +22,6 @@ from nextbuy.serving.events import EventErrors, checked_rows, clean_rows, parse_
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.online import OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
-from nextbuy.serving.reads import read_items, read_profiles
 from nextbuy.serving.scorer import Scorer
 from nextbuy.serving.scoring import history_row
 from nextbuy.serving.server import check_host
@@ -174,12 +173,12 @@ def test_load_time_reads_survive_optional_json_columns_null_on_some_rows(tmp_pat
             )
         )
         store.upsert_items(pd.DataFrame({"item_id": ["i1", "i2"], "tags": [None, '["sale"]']}))
-        profiles = read_profiles(store)
+        profiles = store.serving_profiles()
         assert sorted(profiles["user_id"]) == ["b", "c"]  # only profiles that change answers
         book = Profiles.from_frame(profiles)
         assert book.get("b").onboarding.categories == ("Garden",)  # type: ignore[union-attr]
         assert book.get("c").consent is False and book.get("a") is None  # type: ignore[union-attr]
-        items = read_items(store).set_index("item_id")
+        items = store.serving_items().set_index("item_id")
         assert items.loc["i2", "tags"] == ["sale"] and items.loc["i1", "tags"] is None
     finally:
         store.close()

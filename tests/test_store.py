@@ -153,3 +153,28 @@ def test_erasure_records_keep_the_latest_time_per_user(tmp_path: Path) -> None:
     erasures.record("hash-2", 20)
     erasures.record("hash-1", 30)
     assert open_erasure_table(path).all() == {"hash-1": 30, "hash-2": 20}
+
+
+def test_purchase_summary_counts_each_customers_purchases_of_an_item_and_the_last_time(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    try:
+        store.append_events(
+            pd.DataFrame(
+                {
+                    "user_id": ["a", "a", "a", "b", None],
+                    "item_id": ["x", "x", "y", "x", "x"],
+                    "event_type": ["purchase", "purchase", "view", "purchase", "purchase"],
+                    "timestamp": [1_000, 3_000, 4_000, 2_000, 5_000],  # unix ms, as stored
+                }
+            )
+        )
+        summary = store.purchase_summary().set_index(["user_id", "item_id"])
+    finally:
+        store.close()
+    # views and guests' purchases are left out
+    assert summary.to_dict("index") == {
+        ("a", "x"): {"size": 2, "max": 3_000},
+        ("b", "x"): {"size": 1, "max": 2_000},
+    }

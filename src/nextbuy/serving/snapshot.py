@@ -23,13 +23,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from nextbuy.config import Settings
@@ -41,7 +38,6 @@ from nextbuy.models.mf import _FactorModel
 from nextbuy.models.popularity import item_popularity
 from nextbuy.registry import Version
 from nextbuy.serving.hybrid_scoring import serving_lists
-from nextbuy.serving.reads import read_only, sqlite_path
 from nextbuy.serving.scorer import Scorer
 from nextbuy.serving.scoring import contributions
 from nextbuy.store.base import Store
@@ -284,8 +280,7 @@ def _order(scores: np.ndarray) -> np.ndarray:
 
 def read_purchases(store: Store, data: InteractionMatrix) -> Purchases:
     """Every stored purchase, reduced to (user, item) -> count and last time."""
-    path = sqlite_path(store)
-    grouped = _scanned_purchases(store) if path is None else _sqlite_purchases(path)
+    grouped = store.purchase_summary()
     if grouped.empty:
         return Purchases()
     grouped = grouped.sort_values(["user_id", "item_id"], kind="stable").reset_index(drop=True)
@@ -300,39 +295,6 @@ def read_purchases(store: Store, data: InteractionMatrix) -> Purchases:
         last_ms=grouped["max"].to_numpy(np.int64),
         watermark_ms=int(grouped["max"].max()),
     )
-
-
-def _sqlite_purchases(path: Path) -> pd.DataFrame:
-    # SQLite aggregates in C; streaming every event through the Store interface would cost
-    # seconds per million events, this a fraction of that.
-    with read_only(path) as conn:
-        rows = conn.execute(
-            "SELECT user_id, item_id, COUNT(*), COALESCE(MAX(ts), 0) FROM events "
-            "WHERE event_type = 'purchase' AND user_id IS NOT NULL GROUP BY user_id, item_id"
-        ).fetchall()
-    return pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "size", "max"])
-
-
-def _scanned_purchases(store: Store) -> pd.DataFrame:
-    parts = []
-    for batch in store.interactions():
-        table = pa.Table.from_batches([batch]).select(
-            ["user_id", "item_id", "event_type", "timestamp"]
-        )
-        keep = pc.and_(pc.equal(table["event_type"], "purchase"), pc.is_valid(table["user_id"]))
-        parts.append(table.filter(keep).drop_columns(["event_type"]).to_pandas())
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if frame.empty:
-        return pd.DataFrame(columns=["user_id", "item_id", "size", "max"])
-    frame["ms"] = _ms(frame["timestamp"])
-    return frame.groupby(["user_id", "item_id"])["ms"].agg(["size", "max"]).reset_index()
-
-
-def _ms(stamps: pd.Series) -> np.ndarray:
-    values = stamps.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ms]")
-    out = values.astype("int64").to_numpy().copy()
-    out[stamps.isna().to_numpy()] = 0
-    return out
 
 
 def _cut_ms(data: InteractionMatrix, meta: dict[str, Any]) -> int:

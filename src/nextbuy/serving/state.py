@@ -41,7 +41,6 @@ from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.metrics import Metrics
 from nextbuy.serving.online import SESSION, USER, OnlineEvent, OnlineState, shopper_key
 from nextbuy.serving.profiles import Profiles
-from nextbuy.serving.reads import read_items, read_profiles
 from nextbuy.serving.shopper import Shopper, resolve
 from nextbuy.serving.snapshot import ModelRejected, build_serving_model
 from nextbuy.store import open_store
@@ -72,7 +71,7 @@ class ServingState:
         self.erasures = Erasures(settings.store_path)
         self.registry = ModelRegistry(settings.models_dir)
         self.online = OnlineState()
-        self.profiles = Profiles.from_frame(read_profiles(self.store))
+        self.profiles = Profiles.from_frame(self.store.serving_profiles())
         self.placements = build_placements(settings.placements)
         self.live: Live | None = None
         self.last_load_error: str | None = None
@@ -339,7 +338,7 @@ def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCata
     not (or no longer) in it, e.g. deleted through the API, is unavailable. Without any
     catalogue every trained item is.
     """
-    items = read_items(store)
+    items = store.serving_items()
     if items.empty:
         return ItemCatalog.from_frame(engine.items, item_ids)
     catalog = ItemCatalog.from_frame(items, item_ids)

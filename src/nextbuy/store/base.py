@@ -12,6 +12,20 @@ from typing import Protocol, runtime_checkable
 import pandas as pd
 import pyarrow as pa
 
+# The catalogue columns the server reads when it loads a model.
+SERVING_ITEM_COLUMNS: tuple[str, ...] = (
+    "item_id",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "margin",
+    "available",
+    "stock",
+    "created_at",
+    "tags",
+)
+
 # Arrow schema of the interaction stream that training reads.
 INTERACTION_ARROW_SCHEMA = pa.schema(
     [
@@ -83,6 +97,21 @@ class Store(Protocol):
     def items(self) -> pd.DataFrame: ...
 
     def users(self) -> pd.DataFrame: ...
+
+    def serving_items(self) -> pd.DataFrame:
+        """The catalogue columns the request path uses (SERVING_ITEM_COLUMNS): tags as lists,
+        available as a bool (unset counts as available)."""
+        ...
+
+    def serving_profiles(self) -> pd.DataFrame:
+        """user_id, consent, onboarding of the users whose profile changes an answer: no
+        consent, or onboarding answers."""
+        ...
+
+    def purchase_summary(self) -> pd.DataFrame:
+        """One row per (user_id, item_id) a known user bought: size (purchases) and max (the
+        last one's time, unix ms; 0 when undated)."""
+        ...
 
     def count_events(self) -> int: ...
 

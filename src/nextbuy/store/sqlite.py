@@ -18,6 +18,7 @@ import pyarrow as pa
 from nextbuy.errors import StoreError
 from nextbuy.store.base import (
     INTERACTION_ARROW_SCHEMA,
+    SERVING_ITEM_COLUMNS,
     AppendResult,
     ErasureReport,
     is_missing,
@@ -384,6 +385,44 @@ class SQLiteStore:
             frame[column] = frame[column].map(_json_load)
         frame["consent"] = frame["consent"].astype(bool)
         return frame
+
+    # The server's reads run on a read-only connection of their own: they need a few columns
+    # (and only the profiles that change an answer), not the full tables' JSON conversions.
+    def serving_items(self) -> pd.DataFrame:
+        with self._read_only() as conn:
+            sql = f"SELECT {','.join(SERVING_ITEM_COLUMNS)} FROM items"
+            rows = conn.execute(sql).fetchall()
+        frame = pd.DataFrame(rows, columns=list(SERVING_ITEM_COLUMNS), dtype=object)
+        frame["tags"] = frame["tags"].map(_json_load)
+        frame["available"] = frame["available"].map(lambda v: v is None or bool(v))
+        return frame
+
+    def serving_profiles(self) -> pd.DataFrame:
+        with self._read_only() as conn:
+            rows = conn.execute(
+                "SELECT user_id, consent, onboarding FROM users "
+                "WHERE consent = 0 OR onboarding IS NOT NULL"
+            ).fetchall()
+        frame = pd.DataFrame(rows, columns=["user_id", "consent", "onboarding"], dtype=object)
+        frame["onboarding"] = frame["onboarding"].map(_json_load)
+        return frame
+
+    def purchase_summary(self) -> pd.DataFrame:
+        # SQLite aggregates in C; streaming every event out would cost seconds per million
+        with self._read_only() as conn:
+            rows = conn.execute(
+                "SELECT user_id, item_id, COUNT(*), COALESCE(MAX(ts), 0) FROM events "
+                "WHERE event_type = 'purchase' AND user_id IS NOT NULL GROUP BY user_id, item_id"
+            ).fetchall()
+        return pd.DataFrame.from_records(rows, columns=["user_id", "item_id", "size", "max"])
+
+    @contextmanager
+    def _read_only(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def _read_table(self, table: str, columns: tuple[str, ...]) -> pd.DataFrame:
         with self._lock:
