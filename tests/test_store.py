@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +16,13 @@ import pytest
 
 from nextbuy.config import Settings
 from nextbuy.ingest import ImportOptions, import_file
-from nextbuy.store.records import KeyRecord, open_erasure_table, open_key_table
+from nextbuy.store.records import (
+    KeyRecord,
+    open_erasure_table,
+    open_experiment_table,
+    open_exposure_table,
+    open_key_table,
+)
 from nextbuy.store.sqlite import SQLiteStore
 
 
@@ -178,3 +185,36 @@ def test_purchase_summary_counts_each_customers_purchases_of_an_item_and_the_las
         ("a", "x"): {"size": 2, "max": 3_000},
         ("b", "x"): {"size": 1, "max": 2_000},
     }
+
+
+def test_experiment_records_insert_once_then_update_keeping_their_source(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    assert open_experiment_table(path).all() == []  # no store yet: nothing stored
+    SQLiteStore(path).close()
+    table = open_experiment_table(path)
+    table.put("later", '{"v": 1}', "api", insert=True, at_ms=2)
+    table.put("first", '{"v": 1}', "api", insert=True, at_ms=1)
+    with pytest.raises(sqlite3.IntegrityError):
+        table.put("first", '{"v": 2}', "api", insert=True, at_ms=3)
+    table.put("first", '{"v": 3}', "config", insert=False, at_ms=4)
+    assert table.all() == [("first", '{"v": 3}', "api"), ("later", '{"v": 1}', "api")]
+
+
+def test_exposure_records_are_written_all_or_none_and_once(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    SQLiteStore(path).close()
+    table = open_exposure_table(path)
+    exposure = ("rec-1", "u1", None, "home", "recommend", "v0001", 1, None, 0, 1_000, 2)
+    items = [("rec-1", 1, "i1", 0.9, "u1"), ("rec-1", 2, "i2", 0.5, "u1")]
+    table.append([exposure], items, [])
+    table.append([exposure], items, [])  # a list written again counts once
+    good = ("rec-2", *exposure[1:])
+    with pytest.raises(sqlite3.Error):
+        table.append([good, ("rec-3", "u1")], [], [])  # a bad row: none of the batch is kept
+    table.close()
+    with sqlite3.connect(path) as conn:
+        counted = [
+            conn.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
+            for name in ("exposures", "exposure_items")
+        ]
+    assert counted == [1, 2]

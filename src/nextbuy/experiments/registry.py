@@ -11,10 +11,8 @@ experiment's slice of its layer, so it must never change for existing experiment
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from pydantic import ValidationError
 
 from nextbuy.errors import ConfigError, NotFoundError
 from nextbuy.experiments.config import Action, ExperimentConfig, ExperimentsConfig, transition
+from nextbuy.store.records import open_experiment_table
 
 LIFE_CYCLE_FIELDS = ("status", "started_at", "stopped_at")
 SOURCE_CONFIG = "config"
@@ -40,28 +39,15 @@ def parse_experiment(data: dict[str, Any]) -> ExperimentConfig:
 
 
 class ExperimentRegistry:
-    """Read, create and change experiments of one project (thread-safe: one connection per call)."""
+    """Read, create and change experiments of one project (thread-safe: the store opens a
+    connection per call)."""
 
     def __init__(self, store_path: Path, configured: Sequence[ExperimentConfig] = ()) -> None:
         self.store_path = Path(store_path)
         self.configured = list(configured)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # The store creates the table; opening it here would cost a schema pass per call.
-        with closing(sqlite3.connect(self.store_path, timeout=30)) as conn, conn:
-            yield conn
-
     def _stored(self) -> list[tuple[str, dict[str, Any], str]]:
-        if not self.store_path.exists():
-            return []
-        with self._connect() as conn:
-            try:
-                rows = conn.execute(
-                    "SELECT name, config, source FROM experiments ORDER BY created_at, name"
-                ).fetchall()
-            except sqlite3.OperationalError:
-                return []  # a store from before experiments existed: nothing stored yet
+        rows = open_experiment_table(self.store_path).all()
         return [(name, json.loads(config), source) for name, config, source in rows]
 
     def all(self) -> list[ExperimentConfig]:
@@ -105,20 +91,9 @@ class ExperimentRegistry:
         return experiment
 
     def _write(self, experiment: ExperimentConfig, source: str, insert: bool) -> None:
+        table = open_experiment_table(self.store_path)
         now = int(time.time() * 1000)
-        config = experiment.model_dump_json()
-        with self._connect() as conn:
-            if insert:
-                conn.execute(
-                    "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
-                    (experiment.name, config, source, now, now),
-                )
-            else:
-                conn.execute(
-                    "INSERT INTO experiments VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
-                    "SET config = excluded.config, updated_at = excluded.updated_at",
-                    (experiment.name, config, source, now, now),
-                )
+        table.put(experiment.name, experiment.model_dump_json(), source, insert, now)
 
 
 def _message(exc: ValidationError) -> str:

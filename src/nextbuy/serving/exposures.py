@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -27,16 +26,14 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from nextbuy.store.records import open_exposure_table
+
 BACKGROUND_NICE = 10
 log = logging.getLogger("nextbuy.serving")
 
 # Beyond this many lists waiting (the store unwritable for a long time) the oldest are
 # dropped and counted, so a broken disk cannot exhaust the server's memory.
 MAX_PENDING = 200_000
-
-EXPOSURE_SQL = "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-ITEM_SQL = "INSERT OR IGNORE INTO exposure_items VALUES (?, ?, ?, ?, ?)"
-ARM_SQL = "INSERT OR IGNORE INTO exposure_arms VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +61,7 @@ class ExposureLog:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._table = open_exposure_table(self.store_path)
         self.written = 0
         self.dropped = 0
 
@@ -97,9 +94,7 @@ class ExposureLog:
             self._thread = None
         self.flush()
         with self._flush_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._table.close()
 
     def _run(self) -> None:
         background_priority()
@@ -135,26 +130,8 @@ class ExposureLog:
             self._pending.popleft()
             self.dropped += 1
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = sqlite3.connect(
-                self.store_path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-        return self._conn
-
     def _write(self, batch: list[Pending]) -> None:
-        exposures, items, arms = rows(batch)
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(EXPOSURE_SQL, exposures)
-            conn.executemany(ITEM_SQL, items)
-            if arms:
-                conn.executemany(ARM_SQL, arms)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        self._table.append(*rows(batch))
 
 
 def background_priority() -> None:

@@ -1,15 +1,16 @@
-"""Small record tables the server keeps beside the events: API keys and erasures.
+"""Record tables kept beside the events: API keys, erasures, served lists, experiments.
 
-What a key means (scopes, hashing, verification) and what an erasure suppresses belong to
-serving; how the rows are kept belongs here, behind a protocol per table, so another backend
-implements the same few methods and no caller sees SQL.
+What a key means (scopes, hashing, verification), what an erasure suppresses, when served
+lists are written and how experiments merge with the configuration belong to serving and
+experiments; how the rows are kept belongs here, behind a protocol per table, so another
+backend implements the same few methods and no caller sees SQL.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +68,42 @@ class ErasureTable(Protocol):
         ...
 
 
+class ExposureTable(Protocol):
+    def append(
+        self, exposures: Sequence[tuple], items: Sequence[tuple], arms: Sequence[tuple]
+    ) -> None:
+        """Rows of served lists (`exposures`, `exposure_items`, `exposure_arms` columns in
+        order), written all or none; a row already kept is left as it is."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ExperimentTable(Protocol):
+    def all(self) -> list[tuple[str, str, str]]:
+        """(name, configuration JSON, source) of every stored experiment, oldest first."""
+        ...
+
+    def put(self, name: str, config: str, source: str, insert: bool, at_ms: int) -> None:
+        """Insert a new experiment (`insert`; a taken name fails), or insert-or-update its
+        configuration (the source of an existing row stays)."""
+        ...
+
+
 def open_key_table(path: Path) -> KeyTable:
     return _SQLiteKeyTable(path)
 
 
 def open_erasure_table(path: Path) -> ErasureTable:
     return _SQLiteErasureTable(path)
+
+
+def open_exposure_table(path: Path) -> ExposureTable:
+    return _SQLiteExposureTable(path)
+
+
+def open_experiment_table(path: Path) -> ExperimentTable:
+    return _SQLiteExperimentTable(path)
 
 
 class _SQLiteTable:
@@ -152,3 +183,74 @@ class _SQLiteErasureTable(_SQLiteTable):
         with self._connect() as conn:
             rows = conn.execute("SELECT user_hash, erased_at FROM serving_erasures").fetchall()
         return dict(rows)
+
+
+class _SQLiteExposureTable:
+    """The store's exposure tables, written on one connection the writer thread keeps."""
+
+    EXPOSURE_SQL = "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ITEM_SQL = "INSERT OR IGNORE INTO exposure_items VALUES (?, ?, ?, ?, ?)"
+    ARM_SQL = "INSERT OR IGNORE INTO exposure_arms VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    def append(
+        self, exposures: Sequence[tuple], items: Sequence[tuple], arms: Sequence[tuple]
+    ) -> None:
+        if self._conn is None:
+            self._conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(self.EXPOSURE_SQL, exposures)
+            conn.executemany(self.ITEM_SQL, items)
+            if arms:
+                conn.executemany(self.ARM_SQL, arms)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _SQLiteExperimentTable:
+    """The store's `experiments` table (the store creates it: opening it here would cost a
+    schema pass per call)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
+            yield conn
+
+    def all(self) -> list[tuple[str, str, str]]:
+        if not self.path.exists():
+            return []
+        with self._connect() as conn:
+            try:
+                rows = conn.execute(
+                    "SELECT name, config, source FROM experiments ORDER BY created_at, name"
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return []  # a store from before experiments existed: nothing stored yet
+        return [(str(name), str(config), str(source)) for name, config, source in rows]
+
+    def put(self, name: str, config: str, source: str, insert: bool, at_ms: int) -> None:
+        sql = "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)"
+        if not insert:
+            sql += (
+                " ON CONFLICT(name) DO UPDATE "
+                "SET config = excluded.config, updated_at = excluded.updated_at"
+            )
+        with self._connect() as conn:
+            conn.execute(sql, (name, config, source, at_ms, at_ms))
