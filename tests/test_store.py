@@ -18,6 +18,7 @@ from nextbuy.config import Settings
 from nextbuy.ingest import ImportOptions, import_file
 from nextbuy.store.records import (
     KeyRecord,
+    open_allocation_table,
     open_erasure_table,
     open_experiment_table,
     open_exposure_table,
@@ -218,3 +219,14 @@ def test_exposure_records_are_written_all_or_none_and_once(tmp_path: Path) -> No
             for name in ("exposures", "exposure_items")
         ]
     assert counted == [1, 2]
+
+
+def test_allocation_records_keep_each_experiments_history_in_time_order(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    SQLiteStore(path).close()
+    table = open_allocation_table(path)
+    table.add("banner", 2_000, {"a": 0.3, "b": 0.7}, {"a": 1}, {"a": 10})
+    table.add("banner", 1_000, {"a": 0.5, "b": 0.5}, {}, {})
+    table.add("other", 1_500, {"x": 1.0}, {}, {})
+    assert table.history("banner") == [(1_000, {"a": 0.5, "b": 0.5}), (2_000, {"a": 0.3, "b": 0.7})]
+    assert table.history("none") == []

@@ -35,6 +35,7 @@ from nextbuy.experiments.position_bias import (
     training_weights,
 )
 from nextbuy.experiments.registry import ExperimentRegistry
+from nextbuy.store.records import open_allocation_table
 
 TREND_METRICS = ("ctr", "conversion", "revenue_per_visitor")
 SEGMENT_METRICS = ("ctr", "conversion")
@@ -307,16 +308,10 @@ def _traffic(data: Attribution, bins: int) -> pd.DataFrame:
 
 def allocation_history(store_path: Path, name: str) -> pd.DataFrame:
     """Every stored Thompson allocation: computed_at (ms), variant, weight."""
-    with connect(store_path) as conn:
-        rows = conn.execute(
-            "SELECT computed_at, weights FROM experiment_allocations WHERE experiment = ? "
-            "ORDER BY computed_at",
-            (name,),
-        ).fetchall()
     records = [
         {"computed_at": at, "variant": variant, "weight": weight}
-        for at, weights in rows
-        for variant, weight in json.loads(weights).items()
+        for at, weights in open_allocation_table(store_path).history(name)
+        for variant, weight in weights.items()
     ]
     return pd.DataFrame(records, columns=["computed_at", "variant", "weight"])
 

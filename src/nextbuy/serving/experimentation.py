@@ -21,12 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +43,7 @@ from nextbuy.serving.exposures import Arm
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.recommend import Ask
 from nextbuy.serving.snapshot import build_serving_model
+from nextbuy.store.records import open_allocation_table
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
@@ -468,19 +467,10 @@ def record_allocation(
     store_path: Any, experiment: str, weights: dict, successes: dict, trials: dict
 ) -> None:
     now = int(time.time() * 1000)
-    with closing(sqlite3.connect(store_path, timeout=30)) as conn, conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO experiment_allocations VALUES (?, ?, ?, ?, ?)",
-            (experiment, now, json.dumps(weights), json.dumps(successes), json.dumps(trials)),
-        )
+    open_allocation_table(store_path).add(experiment, now, weights, successes, trials)
 
 
 def latest_allocation(store_path: Any, experiment: str) -> dict[str, float] | None:
     """The last stored Thompson allocation, so a restart keeps the bandit's shares."""
-    with closing(sqlite3.connect(store_path, timeout=30)) as conn:
-        row = conn.execute(
-            "SELECT weights FROM experiment_allocations WHERE experiment = ? "
-            "ORDER BY computed_at DESC LIMIT 1",
-            (experiment,),
-        ).fetchone()
-    return None if row is None else json.loads(row[0])
+    history = open_allocation_table(store_path).history(experiment)
+    return history[-1][1] if history else None

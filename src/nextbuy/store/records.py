@@ -1,4 +1,5 @@
-"""Record tables kept beside the events: API keys, erasures, served lists, experiments.
+"""Record tables kept beside the events: API keys, erasures, served lists, experiments and
+their bandit allocations.
 
 What a key means (scopes, hashing, verification), what an erasure suppresses, when served
 lists are written and how experiments merge with the configuration belong to serving and
@@ -90,6 +91,18 @@ class ExperimentTable(Protocol):
         ...
 
 
+class AllocationTable(Protocol):
+    """A bandit's traffic shares over time, per experiment."""
+
+    def add(
+        self, experiment: str, at_ms: int, weights: dict, successes: dict, trials: dict
+    ) -> None: ...
+
+    def history(self, experiment: str) -> list[tuple[int, dict[str, float]]]:
+        """(computed at, unix ms; variant -> share) of every allocation, oldest first."""
+        ...
+
+
 def open_key_table(path: Path) -> KeyTable:
     return _SQLiteKeyTable(path)
 
@@ -104,6 +117,10 @@ def open_exposure_table(path: Path) -> ExposureTable:
 
 def open_experiment_table(path: Path) -> ExperimentTable:
     return _SQLiteExperimentTable(path)
+
+
+def open_allocation_table(path: Path) -> AllocationTable:
+    return _SQLiteAllocationTable(path)
 
 
 class _SQLiteTable:
@@ -254,3 +271,28 @@ class _SQLiteExperimentTable:
             )
         with self._connect() as conn:
             conn.execute(sql, (name, config, source, at_ms, at_ms))
+
+
+class _SQLiteAllocationTable:
+    """The store's `experiment_allocations` table (created with the store)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def add(
+        self, experiment: str, at_ms: int, weights: dict, successes: dict, trials: dict
+    ) -> None:
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO experiment_allocations VALUES (?, ?, ?, ?, ?)",
+                (experiment, at_ms, json.dumps(weights), json.dumps(successes), json.dumps(trials)),
+            )
+
+    def history(self, experiment: str) -> list[tuple[int, dict[str, float]]]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn:
+            rows = conn.execute(
+                "SELECT computed_at, weights FROM experiment_allocations WHERE experiment = ? "
+                "ORDER BY computed_at",
+                (experiment,),
+            ).fetchall()
+        return [(int(at), json.loads(weights)) for at, weights in rows]
