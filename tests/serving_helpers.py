@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -139,6 +142,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextmanager
+def running_api(project: Path) -> Iterator[httpx.Client]:
+    """A client of a `nextbuy serve` process on the project, stopped on the way out."""
+    server = Server(project).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def trained_users(settings: Settings, n: int) -> list[str]:
+    """The first n customers (by id) who bought at least 10 distinct items."""
+    with sqlite3.connect(settings.store_path) as conn:
+        rows = conn.execute(
+            "SELECT user_id FROM events WHERE user_id IS NOT NULL AND event_type = 'purchase' "
+            "GROUP BY user_id HAVING COUNT(DISTINCT item_id) >= 10 ORDER BY user_id LIMIT ?",
+            (n,),
+        ).fetchall()
+    return [r[0] for r in rows]
 
 
 def items_table(settings: Settings) -> pd.DataFrame:

@@ -7,7 +7,6 @@ the same project afterwards.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,16 @@ import pandas as pd
 import pytest
 
 from nextbuy.config import Settings
-from serving_helpers import CHEAP, Server, build_project, ids, items_table, nextbuy, recommend
+from serving_helpers import (
+    CHEAP,
+    build_project,
+    ids,
+    items_table,
+    nextbuy,
+    recommend,
+    running_api,
+    trained_users,
+)
 
 pytestmark = pytest.mark.integration
 K = 10
@@ -30,22 +38,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
 
 @pytest.fixture(scope="module")
 def api(project: tuple[Path, Settings]) -> Iterator[httpx.Client]:
-    server = Server(project[0]).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            yield client
-    finally:
-        server.stop()
-
-
-def buyers(settings: Settings, n: int) -> list[str]:
-    with sqlite3.connect(settings.store_path) as conn:
-        rows = conn.execute(
-            "SELECT user_id FROM events WHERE user_id IS NOT NULL AND event_type = 'purchase' "
-            "GROUP BY user_id HAVING COUNT(DISTINCT item_id) >= 10 ORDER BY user_id LIMIT ?",
-            (n,),
-        ).fetchall()
-    return [r[0] for r in rows]
+    with running_api(project[0]) as client:
+        yield client
 
 
 def batch(root: Path, *args: str) -> pd.DataFrame:
@@ -68,7 +62,7 @@ def test_the_batch_gives_what_the_api_gives_after_consent_erasure_stock_and_new_
     api: httpx.Client, project: tuple[Path, Settings]
 ) -> None:
     root, settings = project
-    trained, active, withdrawn, erased, stocked = buyers(settings, 5)
+    trained, active, withdrawn, erased, stocked = trained_users(settings, 5)
     before = batch(root, "--users", ",".join((withdrawn, erased, stocked)))
     personal = {u: listed(before, u) for u in (withdrawn, erased, stocked)}
 
@@ -97,11 +91,11 @@ def test_a_batch_of_everyone_leaves_out_erased_customers_and_names_the_placement
     api: httpx.Client, project: tuple[Path, Settings]
 ) -> None:
     root, settings = project
-    gone = buyers(settings, 7)[6]
+    gone = trained_users(settings, 7)[6]
     assert api.delete(f"/v1/users/{gone}").status_code == 204
     everyone = batch(root, "--users", "all")
     assert gone not in set(everyone["user_id"]) and everyone["user_id"].nunique() > 100
-    garden = batch(root, "--users", buyers(settings, 8)[7], "--placement", "garden")
+    garden = batch(root, "--users", trained_users(settings, 8)[7], "--placement", "garden")
     items = items_table(settings).loc[garden["item_id"]]
     assert len(garden) and items["category"].str.startswith("Garden > ").all()
     assert (items["price"] <= CHEAP).all()  # the garden placement's rules, as configured

@@ -28,7 +28,7 @@ from nextbuy.serving.online import SESSION, USER
 from nextbuy.serving.state import ServingState
 from nextbuy.store import open_store
 from nextbuy.training import train_version
-from serving_helpers import INTERACTION_LINES, Server, ids, recommend
+from serving_helpers import INTERACTION_LINES, ids, recommend, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -81,12 +81,8 @@ def engine(project: tuple[Path, Settings]) -> Engine:
 
 @pytest.fixture(scope="module")
 def api(project: tuple[Path, Settings]) -> Iterator[httpx.Client]:
-    server = Server(project[0]).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            yield client
-    finally:
-        server.stop()
+    with running_api(project[0]) as client:
+        yield client
 
 
 def buyers(settings: Settings, n: int) -> list[str]:

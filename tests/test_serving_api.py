@@ -18,7 +18,16 @@ import httpx
 import pytest
 
 from nextbuy.config import Settings
-from serving_helpers import CHEAP, Server, build_project, ids, items_table, nextbuy, recommend
+from serving_helpers import (
+    CHEAP,
+    Server,
+    build_project,
+    ids,
+    items_table,
+    nextbuy,
+    recommend,
+    trained_users,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +49,6 @@ def server(project: tuple[Path, Settings]) -> Iterator[Server]:
 def api(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
-
-
-def trained_users(settings: Settings, n: int) -> list[str]:
-    with sqlite3.connect(settings.store_path) as conn:
-        rows = conn.execute(
-            "SELECT user_id FROM events WHERE user_id IS NOT NULL AND event_type = 'purchase' "
-            "GROUP BY user_id HAVING COUNT(DISTINCT item_id) >= 10 ORDER BY user_id LIMIT ?",
-            (n,),
-        ).fetchall()
-    return [r[0] for r in rows]
 
 
 def partners(api: httpx.Client, item: str) -> set[str]:

@@ -68,12 +68,12 @@ def batch_lists(
 
 
 def _serving(state: ServingState) -> Live:
-    if state.registry.serving() is None:
-        raise NextbuyError("no trained model yet: run `nextbuy train` first")
     state.check_model()
-    if state.live is None:
-        raise NextbuyError(f"the version in service did not load: {state.last_load_error}")
-    return state.live
+    if state.live is not None:
+        return state.live
+    if state.last_load_error is None:
+        raise NextbuyError("no trained model yet: run `nextbuy train` first")
+    raise NextbuyError(f"the version in service did not load: {state.last_load_error}")
 
 
 def _everyone(state: ServingState, live: Live) -> list[str]:

@@ -12,18 +12,11 @@ from typing import Protocol, runtime_checkable
 import pandas as pd
 import pyarrow as pa
 
-# The catalogue columns the server reads when it loads a model.
-SERVING_ITEM_COLUMNS: tuple[str, ...] = (
-    "item_id",
-    "title",
-    "category",
-    "brand",
-    "price",
-    "margin",
-    "available",
-    "stock",
-    "created_at",
-    "tags",
+from nextbuy.schema import ITEM_COLUMNS
+
+# The catalogue columns the server reads when it loads a model: all but the long free-form ones.
+SERVING_ITEM_COLUMNS: tuple[str, ...] = tuple(
+    c for c in ITEM_COLUMNS if c not in ("description", "attributes")
 )
 
 # Arrow schema of the interaction stream that training reads.
