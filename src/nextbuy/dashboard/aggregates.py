@@ -1,15 +1,15 @@
 """Events per day and type, kept current without scanning the events table per page view.
 
 The aggregate covers every dated event with ``ts < covered_until``. A refresh reads only the
-events in ``[covered_until, now - SETTLE_MS)`` through an index on ``events(ts)`` (created here
-on first use). Now and then (and whenever the import log grows) it also checks, in the same
-read snapshot, that the events it covers number exactly ``COUNT(*) WHERE ts < mark``, a walk
-of that index (0.15 s at a million events). A mismatch means rows arrived behind the mark (an
-import of older history, an event sent with an old timestamp) or went away (an erasure),
-and the aggregate is rebuilt by one full scan. Event keys cannot serve as the mark: they are content
-hashes and random numbers, not a sequence. Events younger than SETTLE_MS wait for the next
-refresh, so an event sent with a timestamp a little in the past is still counted
-incrementally.
+events in ``[covered_until, now - SETTLE_MS)`` through an index on ``events(ts)`` (made on
+first use). Now and then (and whenever the import log grows) it also checks, in the same
+read snapshot, that the events it covers number exactly those the store holds before the
+mark, a walk of that index (0.15 s at a million events). A mismatch means rows arrived
+behind the mark (an import of older history, an event sent with an old timestamp) or went
+away (an erasure), and the aggregate is rebuilt by one full scan. Event keys cannot serve as
+the mark: they are content hashes and random numbers, not a sequence. Events younger than
+SETTLE_MS wait for the next refresh, so an event sent with a timestamp a little in the past
+is still counted incrementally.
 
 The aggregate is saved as JSON beside the store, so a restarted server shows it at once and
 only checks what changed.
@@ -19,34 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nextbuy.store.dashboard_reads import DashboardReads, open_dashboard_reads
 
 DAY_MS = 86_400_000
 SETTLE_MS = 2_000
 # A full rebuild every so often also catches what the count check cannot see (an erasure
 # and an import of exactly as many older rows between two refreshes).
 REBUILD_SECONDS = 6 * 3600
-INDEX_SQL = "CREATE INDEX IF NOT EXISTS events_ts ON events(ts)"
-# `+ts` keeps the planner off the ts index for the full scan: reading the table in order is
-# several times faster than a million index lookups.
-FULL_SQL = """
-SELECT ts / 86400000, event_type, COUNT(*), SUM(recommendation_id IS NOT NULL),
-       SUM(CASE WHEN event_type = 'purchase' THEN value END), MAX(ts)
-FROM events WHERE +ts < ? GROUP BY 1, 2
-"""
-RANGE_SQL = """
-SELECT ts / 86400000, event_type, COUNT(*), SUM(recommendation_id IS NOT NULL),
-       SUM(CASE WHEN event_type = 'purchase' THEN value END), MAX(ts)
-FROM events WHERE ts >= ? AND ts < ? GROUP BY 1, 2
-"""
-COUNT_SQL = "SELECT COUNT(*) FROM events WHERE ts < ?"
-UNDATED_SQL = "SELECT COUNT(*) FROM events WHERE ts IS NULL"
 VERSION = 1
 
 
@@ -140,13 +125,15 @@ class DailyCounts:
 
 
 class EventAggregates:
-    """Maintains DailyCounts for one SQLite store; `refresh` is called from one thread."""
+    """Maintains DailyCounts for one store; `refresh` is called from one thread."""
 
-    def __init__(self, store_path: Path, cache_path: Path) -> None:
+    def __init__(
+        self, store_path: Path, cache_path: Path, reads: DashboardReads | None = None
+    ) -> None:
         self.store_path = Path(store_path)
         self.cache_path = Path(cache_path)
+        self.reads = open_dashboard_reads(self.store_path) if reads is None else reads
         self.counts = self._load()  # replaced whole, so readers never see half an update
-        self._indexed = False
 
     def refresh(self, now_ms: int | None = None, verify: bool = True) -> DailyCounts:
         """Bring the aggregate up to `now - SETTLE_MS`; a full scan only when needed.
@@ -155,38 +142,31 @@ class EventAggregates:
         over every event): the caller runs it now and then, and whenever imports change."""
         started = time.perf_counter()
         mark = (int(time.time() * 1000) if now_ms is None else now_ms) - SETTLE_MS
-        self._ensure_index()
+        self.reads.ensure_daily_index()
         current = self.counts
         stale = time.time() - current.built_at > REBUILD_SECONDS
-        with closing(self._connect()) as conn:
-            if current.covered_until is None or stale:
-                fresh = self._rebuild(conn, mark)
-            elif mark <= current.covered_until and not verify:
-                return current
-            else:
-                mark = max(mark, current.covered_until)
-                fresh = self._extend(conn, current, mark, verify) or self._rebuild(conn, mark)
+        if current.covered_until is None or stale:
+            fresh = self._rebuild(mark)
+        elif mark <= current.covered_until and not verify:
+            return current
+        else:
+            mark = max(mark, current.covered_until)
+            fresh = self._extend(current, mark, verify) or self._rebuild(mark)
         fresh.last_refresh_seconds = time.perf_counter() - started
         self.counts = fresh
         self._save(fresh)
         return fresh
 
-    def _extend(
-        self, conn: sqlite3.Connection, current: DailyCounts, mark: int, verify: bool
-    ) -> DailyCounts | None:
+    def _extend(self, current: DailyCounts, mark: int, verify: bool) -> DailyCounts | None:
         """The aggregate plus [covered_until, mark), or None when rows appeared behind it."""
         assert current.covered_until is not None
-        conn.execute("BEGIN")  # one snapshot for the new rows and the count that checks them
-        try:
-            rows = conn.execute(RANGE_SQL, (current.covered_until, mark)).fetchall()
-            added = sum(int(r[2]) for r in rows)
-            expected = current.covered_events + added
-            undated = current.undated
-            if verify:
-                expected = conn.execute(COUNT_SQL, (mark,)).fetchone()[0]
-                undated = conn.execute(UNDATED_SQL).fetchone()[0]
-        finally:
-            conn.execute("COMMIT")
+        # the new rows and the counts that check them come from one snapshot
+        rows, counted, undated_now = self.reads.daily_counts_between(
+            current.covered_until, mark, verify
+        )
+        added = sum(int(r[2]) for r in rows)
+        expected = current.covered_events + added if counted is None else counted
+        undated = current.undated if undated_now is None else undated_now
         if current.covered_events + added != expected or undated != current.undated:
             return None
         fresh = DailyCounts(
@@ -202,13 +182,8 @@ class EventAggregates:
         fresh.add_rows(rows)
         return fresh
 
-    def _rebuild(self, conn: sqlite3.Connection, mark: int) -> DailyCounts:
-        conn.execute("BEGIN")
-        try:
-            rows = conn.execute(FULL_SQL, (mark,)).fetchall()
-            undated = conn.execute(UNDATED_SQL).fetchone()[0]
-        finally:
-            conn.execute("COMMIT")
+    def _rebuild(self, mark: int) -> DailyCounts:
+        rows, undated = self.reads.daily_counts_all(mark)
         now = time.time()
         fresh = DailyCounts(covered_until=mark, undated=undated, built_at=now, verified_at=now)
         fresh.covered_events = fresh.add_rows(rows)
@@ -216,19 +191,6 @@ class EventAggregates:
         fresh.full_scans = self.counts.full_scans + 1
         fresh.incremental_refreshes = self.counts.incremental_refreshes
         return fresh
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            f"file:{self.store_path}?mode=ro", uri=True, timeout=30, isolation_level=None
-        )
-        return conn
-
-    def _ensure_index(self) -> None:
-        if self._indexed:
-            return
-        with closing(sqlite3.connect(self.store_path, timeout=60)) as conn, conn:
-            conn.execute(INDEX_SQL)
-        self._indexed = True
 
     def _load(self) -> DailyCounts:
         try:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,24 +29,13 @@ from nextbuy.evaluation.metrics import (
 )
 from nextbuy.registry import ModelRegistry
 from nextbuy.serving.live import Live
+from nextbuy.store.dashboard_reads import DashboardReads
 
 LIST_K = 10
 HEADLINE_METRICS = ("ndcg@10", "recall@10", "precision@10", "hit_rate@10", "coverage@10")
 PRICE_BANDS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 RECENT_LISTS = 20_000
 RECENT_PURCHASES = 50_000
-SHOWN_ITEMS_SQL = """
-SELECT i.item_id, COUNT(*) FROM exposure_items i
-JOIN (SELECT recommendation_id FROM exposures WHERE shown = 1
-      ORDER BY served_at DESC LIMIT ?) x ON x.recommendation_id = i.recommendation_id
-GROUP BY i.item_id
-"""
-PURCHASED_ITEMS_SQL = """
-SELECT item_id, COUNT(*), MIN(ts), MAX(ts) FROM
-  (SELECT item_id, ts FROM events WHERE event_type = 'purchase' AND ts >= ?
-   ORDER BY ts DESC LIMIT ?)
-GROUP BY item_id
-"""
 
 
 def version_history(registry: ModelRegistry) -> list[dict[str, Any]]:
@@ -180,18 +167,15 @@ def _codes(labels: np.ndarray) -> np.ndarray:
 
 
 # -- drift: recommended against bought ---------------------------------------------------------
-def drift(live: Live, store_path: Path, purchases_since_ms: int = 0) -> dict[str, Any]:
+def drift(live: Live, reads: DashboardReads, purchases_since_ms: int = 0) -> dict[str, Any]:
     """Share per group of recommended items against purchased items, and their distance.
 
     Purchases are the latest RECENT_PURCHASES at or after `purchases_since_ms` (a bound that
     keeps the index walk short where purchases are a small share of the events)."""
     groups = grouping(live)
     index = live.catalog.index
-    with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=30)) as conn:
-        shown = _item_counts(conn, SHOWN_ITEMS_SQL, RECENT_LISTS)
-        bought_rows = conn.execute(
-            PURCHASED_ITEMS_SQL, (purchases_since_ms, RECENT_PURCHASES)
-        ).fetchall()
+    shown = reads.exposed_item_counts(RECENT_LISTS)
+    bought_rows = reads.purchased_item_counts(purchases_since_ms, RECENT_PURCHASES)
     source = "latest shown lists"
     if not shown:
         source = "the model's top lists (nothing served yet)"
@@ -226,13 +210,6 @@ def _order(kind: str, *shares: dict[str, float]) -> Callable[[str], Any]:
             float(g.split("–")[0].rstrip("+")) if g[0].isdigit() else 0,
         )
     return lambda g: -sum(s.get(g, 0.0) for s in shares)
-
-
-def _item_counts(conn: sqlite3.Connection, sql: str, limit: int) -> dict[str, int]:
-    try:
-        return {str(item): int(n) for item, n in conn.execute(sql, (limit,)).fetchall()}
-    except sqlite3.OperationalError:
-        return {}  # a store from before the exposure log: nothing served yet
 
 
 def _shares(counts: dict[str, int], index: dict[str, int], labels: np.ndarray) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 Page views only read what the thread last computed, so a view costs the same with a
 thousand or ten million events. The thread (started by the first dashboard request) wakes
-every TICK_SECONDS: it samples the request metrics, and when the store changed (SQLite's
-data_version) it extends the event aggregate and recomputes the lighter figures. Every
+every TICK_SECONDS: it samples the request metrics, and when the store changed (its change
+marker moved) it extends the event aggregate and recomputes the lighter figures. Every
 recomputation waits at least COOLDOWN times as long as it last took, so a big store never
 keeps a core busy. The data audit (a pass over every event) runs in a child process at low
 priority, so its pandas work never holds the server's GIL, and its result is kept on disk.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from nextbuy.dashboard import impact, quality
 from nextbuy.dashboard.aggregates import SETTLE_MS, EventAggregates
 from nextbuy.dashboard.sessions import DashboardSessions
 from nextbuy.dashboard.telemetry import Sampler
+from nextbuy.store.dashboard_reads import open_dashboard_reads
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
@@ -51,7 +51,7 @@ class Job:
     error: str | None = None
     finished_at: float = 0.0
     seconds: float = 0.0
-    data_version: int = -1  # the store's data_version the result reflects
+    data_version: int = -1  # the store's change marker the result reflects
 
     def due(self, version: int, now: float) -> bool:
         if self.finished_at == 0.0:
@@ -80,7 +80,11 @@ class Dashboard:
         self.state = state
         self.sessions = DashboardSessions(state.keys)
         self.folder = state.settings.data_dir / "dashboard"
-        self.events = EventAggregates(state.settings.store_path, self.folder / "aggregates.json")
+        # one reads object, so the change marker keeps its own long-lived connection
+        self.reads = open_dashboard_reads(state.settings.store_path)
+        self.events = EventAggregates(
+            state.settings.store_path, self.folder / "aggregates.json", self.reads
+        )
         self.sampler = Sampler(state.metrics)
         self.audit_path = self.folder / "audit.json"
         self.jobs = {
@@ -97,7 +101,6 @@ class Dashboard:
         self._start_lock = threading.Lock()
         self._run_lock = threading.Lock()
         self._wake = threading.Event()
-        self._version_conn: sqlite3.Connection | None = None
         self._audit_thread: threading.Thread | None = None
         self._imports_seen: int | None = None
         self._verify_next = False
@@ -123,8 +126,7 @@ class Dashboard:
                 log.exception("dashboard refresh failed")
             self._wake.wait(TICK_SECONDS)
             self._wake.clear()
-        if self._version_conn is not None:
-            self._version_conn.close()
+        self.reads.close()
 
     def tick(self, force: tuple[str, ...] = ()) -> None:
         """Sample metrics; run every job that is due (or forced). The audit, minutes long on
@@ -177,14 +179,9 @@ class Dashboard:
             time.sleep(0.05)
 
     def _data_version(self) -> int:
-        """Changes whenever another connection commits to the store (PRAGMA data_version)."""
-        if self._version_conn is None:
-            path = self.state.settings.store_path
-            self._version_conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, check_same_thread=False
-            )
-        # the serving store's own connection is "another connection" too: its writes count
-        return int(self._version_conn.execute("PRAGMA data_version").fetchone()[0])
+        """Changes whenever another connection commits to the store; the serving store's
+        own writes count too."""
+        return self.reads.change_marker()
 
     # -- the jobs ---------------------------------------------------------------------------------
     def _refresh_events(self) -> Any:
@@ -208,9 +205,7 @@ class Dashboard:
         return 0.0 if counts.rebuilt else counts.last_refresh_seconds
 
     def _last_import(self) -> int:
-        assert self._version_conn is not None  # opened by _data_version on every tick
-        found = self._version_conn.execute("SELECT MAX(import_id) FROM imports").fetchone()
-        return int(found[0] or 0)
+        return self.reads.last_import_id()
 
     def _figures(self) -> dict[str, Any]:
         """Model-quality figures that read the serving model and a bounded slice of the store."""
@@ -225,7 +220,7 @@ class Dashboard:
         return {
             "version": live.model.version,
             "beyond": self._beyond(live),
-            "drift": quality.drift(live, self.state.settings.store_path, since),
+            "drift": quality.drift(live, self.reads, since),
         }
 
     def _beyond(self, live: Any) -> dict[str, Any]:

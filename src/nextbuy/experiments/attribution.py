@@ -11,15 +11,12 @@ Two ways an outcome is tied to a list (the exposure log, ``nextbuy.serving.expos
 
 The results feed ``analysis.analyse``: one row per randomisation unit and variant with its
 impressions (lists shown), clicks, add-to-carts, orders (distinct order ids, else events)
-and revenue (the purchases' ``value``). Everything is read with plain SQL from the store's
-SQLite file, so it works without a running server.
+and revenue (the purchases' ``value``). The rows are read from the store
+(``nextbuy.store.outcomes``), so it works without a running server.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,48 +24,11 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.experiments.analysis import COUNT_COLUMNS
+from nextbuy.store.outcomes import open_outcome_reader
 
 HOUR_MS = 3_600_000
 OUTCOME_TYPES = ("click", "add_to_cart", "purchase")
 COUNT_OF_TYPE = {"click": "clicks", "add_to_cart": "add_to_carts"}
-
-LISTS_SQL = """
-SELECT a.recommendation_id, a.variant, a.unit_id, a.user_id, a.served_at, x.placement
-FROM exposure_arms a JOIN exposures x ON x.recommendation_id = a.recommendation_id
-WHERE a.experiment = ? AND a.shown = 1
-"""
-DIRECT_SQL = """
-SELECT a.recommendation_id, a.variant, a.unit_id, e.event_key, e.event_type, e.ts, e.value,
-       e.order_id, e.item_id
-FROM exposure_arms a JOIN events e ON e.recommendation_id = a.recommendation_id
-WHERE a.experiment = ? AND a.shown = 1 AND e.event_type IN ('click', 'add_to_cart', 'purchase')
-"""
-# Purchases of a shown item by the same user inside the window, not already direct for this
-# experiment; every candidate list is returned and the latest is kept in pandas.
-VIEW_THROUGH_SQL = """
-SELECT a.recommendation_id, a.variant, a.unit_id, e.event_key, e.ts, e.value, e.order_id,
-       e.item_id, a.served_at
-FROM events e
-JOIN exposure_items i ON i.user_id = e.user_id AND i.item_id = e.item_id
-JOIN exposure_arms a ON a.experiment = ? AND a.recommendation_id = i.recommendation_id
-WHERE e.event_type = 'purchase' AND e.user_id IS NOT NULL AND a.shown = 1
-  AND e.ts >= a.served_at AND e.ts <= a.served_at + ?
-  AND (e.recommendation_id IS NULL OR e.recommendation_id NOT IN
-       (SELECT recommendation_id FROM exposure_arms WHERE experiment = ? AND shown = 1))
-"""
-
-
-@contextmanager
-def connect(store_path: Path) -> Iterator[sqlite3.Connection]:
-    """A read connection to the store's file (a snapshot while writers keep appending)."""
-    with closing(sqlite3.connect(Path(store_path), timeout=30)) as conn:
-        yield conn
-
-
-def query(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> pd.DataFrame:
-    cursor = conn.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return pd.DataFrame.from_records(cursor.fetchall(), columns=names)
 
 
 @dataclass(frozen=True)
@@ -101,14 +61,8 @@ class Attribution:
 def attribute(store_path: Path, experiment: str, view_through_hours: float = 24.0) -> Attribution:
     """Shown lists of ``experiment`` and their direct and view-through outcomes."""
     window_ms = int(view_through_hours * HOUR_MS)
-    with connect(store_path) as conn:
-        lists = query(conn, LISTS_SQL, (experiment,))
-        direct = query(conn, DIRECT_SQL, (experiment,))
-        late = (
-            query(conn, VIEW_THROUGH_SQL, (experiment, window_ms, experiment))
-            if window_ms > 0
-            else pd.DataFrame(columns=[*direct.columns.drop("event_type"), "served_at"])
-        )
+    read = open_outcome_reader(store_path).experiment_outcomes(experiment, window_ms)
+    lists, direct, late = read.lists, read.direct, read.view_through
     direct["how"] = "direct"
     if len(late):
         # the latest list shown before the purchase gets it
@@ -155,23 +109,4 @@ def bandit_counts(
     success a list followed by a click (``ctr``) or a purchase (``conversion``) sent with its
     id. Per list rather than per event, so successes never exceed trials."""
     outcome = "click" if metric == "ctr" else "purchase"
-    with connect(store_path) as conn:
-        trials = dict(
-            conn.execute(
-                "SELECT variant, COUNT(*) FROM exposure_arms WHERE experiment = ? AND shown = 1 "
-                "GROUP BY variant",
-                (experiment,),
-            ).fetchall()
-        )
-        successes = dict(
-            conn.execute(
-                "SELECT a.variant, COUNT(DISTINCT a.recommendation_id) FROM exposure_arms a "
-                "JOIN events e ON e.recommendation_id = a.recommendation_id "
-                "WHERE a.experiment = ? AND a.shown = 1 AND e.event_type = ? GROUP BY a.variant",
-                (experiment, outcome),
-            ).fetchall()
-        )
-    return (
-        {k: float(v) for k, v in successes.items()},
-        {k: float(v) for k, v in trials.items()},
-    )
+    return open_outcome_reader(store_path).bandit_counts(experiment, outcome)

@@ -26,7 +26,7 @@ from nextbuy.config import Settings
 from nextbuy.errors import DataError
 from nextbuy.experiments import stats
 from nextbuy.experiments.analysis import ExperimentAnalysis, analyse
-from nextbuy.experiments.attribution import HOUR_MS, Attribution, attribute, connect, query
+from nextbuy.experiments.attribution import HOUR_MS, Attribution, attribute
 from nextbuy.experiments.config import ExperimentConfig
 from nextbuy.experiments.position_bias import (
     PositionBias,
@@ -35,6 +35,7 @@ from nextbuy.experiments.position_bias import (
     training_weights,
 )
 from nextbuy.experiments.registry import ExperimentRegistry
+from nextbuy.store.outcomes import SERVED_GROUPS, open_outcome_reader
 from nextbuy.store.records import open_allocation_table
 
 TREND_METRICS = ("ctr", "conversion", "revenue_per_visitor")
@@ -42,16 +43,6 @@ SEGMENT_METRICS = ("ctr", "conversion")
 DEFAULT_MDE = 0.10  # relative lift the power analysis uses when the experiment names none
 MAX_SEGMENT_VALUES = 12
 MIN_SEGMENT_UNITS = 20  # per arm; below this a segment's interval says nothing
-
-# business_metrics: allowed grouping keys and their SQL
-GROUPS = {
-    "placement": "x.placement",
-    "route": "x.route",
-    "model_version": "x.model_version",
-    "position": "i.position",
-    "day": "date(x.served_at / 1000, 'unixepoch')",
-    "hour": "strftime('%Y-%m-%d %H:00', x.served_at / 1000, 'unixepoch')",
-}
 
 
 @dataclass
@@ -322,20 +313,9 @@ def allocation_history(store_path: Path, name: str) -> pd.DataFrame:
 def _segment_labels(store_path: Path, experiment: str, units: pd.DataFrame) -> pd.DataFrame:
     """Per user: "history" (new / returning before the first exposure) and every user
     attribute with a few distinct values (region, ...)."""
-    with connect(store_path) as conn:
-        first = query(
-            conn,
-            "SELECT e.user_id, MIN(e.ts) AS first_event FROM events e WHERE e.user_id IN "
-            "(SELECT DISTINCT user_id FROM exposure_arms WHERE experiment = ?) "
-            "GROUP BY e.user_id",
-            (experiment,),
-        )
-        users = query(
-            conn,
-            "SELECT user_id, attributes FROM users WHERE user_id IN "
-            "(SELECT DISTINCT user_id FROM exposure_arms WHERE experiment = ?)",
-            (experiment,),
-        )
+    reader = open_outcome_reader(store_path)
+    first = reader.first_events_of(experiment)
+    users = reader.user_attributes_of(experiment)
     labels = units[["user_id", "first_exposure_ms"]].drop_duplicates("user_id")
     labels = labels.merge(first, on="user_id", how="left")
     returning = labels["first_event"] < labels["first_exposure_ms"]
@@ -389,40 +369,10 @@ def shadow_comparison(store_path: Path, name: str, window_hours: float = 24.0) -
 
     The shown list has a head start (users click what they see), so compare shadows with
     each other and read the purchase hit rate, which organic purchases also feed, first."""
-    with connect(store_path) as conn:
-        lists = query(
-            conn,
-            "SELECT x.recommendation_id, x.shadow_of, a.variant, x.user_id, x.served_at "
-            "FROM exposure_arms a JOIN exposures x ON x.recommendation_id = a.recommendation_id "
-            "WHERE a.experiment = ? AND a.shown = 0",
-            (name,),
-        )
-        if lists.empty:
-            return pd.DataFrame()
-        shown = query(
-            conn,
-            "SELECT x.recommendation_id, a.variant, x.user_id, x.served_at FROM exposures x "
-            "JOIN exposure_arms a ON a.recommendation_id = x.recommendation_id "
-            "AND a.experiment = ? WHERE x.recommendation_id IN "
-            "(SELECT x2.shadow_of FROM exposure_arms a2 JOIN exposures x2 "
-            "ON x2.recommendation_id = a2.recommendation_id WHERE a2.experiment = ? "
-            "AND a2.shown = 0)",
-            (name, name),
-        )
-        items = query(
-            conn,
-            "SELECT i.recommendation_id, i.item_id FROM exposure_items i WHERE "
-            "i.recommendation_id IN (SELECT recommendation_id FROM exposure_arms "
-            "WHERE experiment = ?) ",
-            (name,),
-        )
-        acted = query(
-            conn,
-            "SELECT user_id, item_id, event_type, ts FROM events WHERE event_type IN "
-            "('click', 'purchase') AND user_id IN (SELECT DISTINCT user_id FROM exposure_arms "
-            "WHERE experiment = ? AND shown = 0)",
-            (name,),
-        )
+    read = open_outcome_reader(store_path).shadow_lists(name)
+    lists, shown, items, acted = read.lists, read.shown, read.items, read.acted
+    if lists.empty:
+        return pd.DataFrame()
     paired = shown[shown["recommendation_id"].isin(lists["shadow_of"])]
     both = pd.concat(
         [paired.assign(role="shown"), lists.drop(columns="shadow_of").assign(role="shadow")],
@@ -467,29 +417,7 @@ def click_logs(
     experiment is named), shuffled (list served in random order), item_id, position,
     clicked (a click on it was sent with the list's id). ``shuffled`` keeps only lists
     served in random order (True) or in ranked order (False)."""
-    where, params = ["x.shown = 1"], []
-    join = ""
-    variant = "NULL AS variant"
-    if experiment is not None:
-        join = "JOIN exposure_arms a ON a.recommendation_id = x.recommendation_id "
-        where.append("a.experiment = ?")
-        params.append(experiment)
-        variant = "a.variant"
-    if since_ms is not None:
-        where.append("x.served_at >= ?")
-        params.append(since_ms)
-    if shuffled is not None:
-        where.append(f"x.shuffled = {int(shuffled)}")
-    sql = (
-        f"SELECT i.recommendation_id, i.user_id, x.placement, {variant}, x.shuffled, "
-        "i.item_id, i.position, EXISTS (SELECT 1 FROM events e WHERE "
-        "e.recommendation_id = i.recommendation_id AND e.item_id = i.item_id "
-        "AND e.event_type = 'click') AS clicked "
-        f"FROM exposures x {join}JOIN exposure_items i "
-        f"ON i.recommendation_id = x.recommendation_id WHERE {' AND '.join(where)}"
-    )
-    with connect(store_path) as conn:
-        return query(conn, sql, tuple(params))
+    return open_outcome_reader(store_path).click_logs(since_ms, experiment, shuffled)
 
 
 def fit_position_bias(
@@ -589,35 +517,15 @@ def business_metrics(
     model_version, position, day, hour: impressions, lists, clicks, add_to_carts,
     purchases, revenue, ctr, add_to_cart_rate, purchase_rate, revenue_per_impression.
     ``since``/``until``: datetimes, ISO strings or unix milliseconds."""
-    unknown = [b for b in by if b not in GROUPS]
+    unknown = [b for b in by if b not in SERVED_GROUPS]
     if unknown:
-        raise DataError(f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
-    keys = [f"{GROUPS[b]} AS {b}" for b in by]
-    where, params = ["x.shown = 1"], []
-    for bound, op in ((since, ">="), (until, "<")):
-        if bound is not None:
-            where.append(f"x.served_at {op} ?")
-            params.append(_millis(bound))
-    group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(by)))}" if by else ""
-    select = ", ".join(keys) + ", " if keys else ""
-    shown_sql = (
-        f"SELECT {select}COUNT(*) AS impressions, COUNT(DISTINCT x.recommendation_id) AS lists "
-        "FROM exposures x JOIN exposure_items i ON i.recommendation_id = x.recommendation_id "
-        f"WHERE {' AND '.join(where)} {group}"
+        choices = ", ".join(SERVED_GROUPS)
+        raise DataError(f"cannot group by {', '.join(unknown)}; choose from {choices}")
+    shown, outcomes = open_outcome_reader(store_path).served_performance(
+        by,
+        None if since is None else _millis(since),
+        None if until is None else _millis(until),
     )
-    outcome_sql = (
-        f"SELECT {select}"
-        "SUM(e.event_type = 'click') AS clicks, SUM(e.event_type = 'add_to_cart') AS add_to_carts, "
-        "SUM(e.event_type = 'purchase') AS purchases, "
-        "SUM(CASE WHEN e.event_type = 'purchase' THEN COALESCE(e.value, 0) ELSE 0 END) AS revenue "
-        "FROM events e JOIN exposure_items i ON i.recommendation_id = e.recommendation_id "
-        "AND i.item_id = e.item_id JOIN exposures x ON x.recommendation_id = i.recommendation_id "
-        f"WHERE e.event_type IN ('click', 'add_to_cart', 'purchase') AND {' AND '.join(where)} "
-        f"{group}"
-    )
-    with connect(store_path) as conn:
-        shown = query(conn, shown_sql, tuple(params))
-        outcomes = query(conn, outcome_sql, tuple(params))
     counts = ["clicks", "add_to_carts", "purchases", "revenue"]
     frame = shown.merge(outcomes, on=list(by), how="left") if by else shown.join(outcomes)
     frame[counts] = frame[counts].fillna(0.0).astype(np.float64)

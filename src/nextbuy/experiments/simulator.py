@@ -42,6 +42,7 @@ from nextbuy.experiments.analysis import analyse
 from nextbuy.experiments.assignment import buckets
 from nextbuy.experiments.attribution import Attribution
 from nextbuy.registry import ModelRegistry
+from nextbuy.store.outcomes import open_outcome_reader
 
 SERVER_START_SECONDS = 120.0
 
@@ -488,16 +489,7 @@ def expected_clicks(
 ) -> pd.Series:
     """The planted truth per variant: mean expected clicks per shown list,
     Σ_k θ_k · P(click | examined), from the logged lists and the customers' true taste."""
-    from nextbuy.experiments.attribution import connect, query
-
-    with connect(store_path) as conn:
-        logged = query(
-            conn,
-            "SELECT a.variant, a.recommendation_id, i.user_id, i.item_id, i.position "
-            "FROM exposure_arms a JOIN exposure_items i ON i.recommendation_id = "
-            "a.recommendation_id WHERE a.experiment = ? AND a.shown = 1",
-            (experiment,),
-        )
+    logged = open_outcome_reader(store_path).logged_positions(experiment)
     attraction = sim.attraction(behaviour)
     rows = sim.shop.user_index(logged["user_id"].to_numpy())
     cols = pd.Index(sim.shop.item_ids.astype(str)).get_indexer(logged["item_id"])
