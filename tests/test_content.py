@@ -17,7 +17,7 @@ from nextbuy.content import (
 )
 from nextbuy.datasets import shared_data_dir
 from nextbuy.matrix import from_frame
-from nextbuy.models import MODELS, create_model
+from nextbuy.models import available_models, create_model
 from nextbuy.models.base import Recommender
 from nextbuy.models.content_model import ContentModel, FactorMapping, extend_factors
 
@@ -164,7 +164,7 @@ def fitted_content_model() -> tuple[ContentModel, object]:
 
 
 def test_content_model_is_registered_and_serves_items_nobody_bought() -> None:
-    assert MODELS["content"] is ContentModel
+    assert available_models()["content"] is ContentModel
     model, data = fitted_content_model()
     rows = data.rows(["u1"])  # type: ignore[attr-defined]
     top = model.recommend(rows, 2, exclude=rows).ids(model.item_ids)[0]

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from nextbuy.errors import ConfigError
-from nextbuy.pipeline import ItemCatalog, compile_expression
-from nextbuy.pipeline.catalog import DAY_MS
+from nextbuy.rules import ItemCatalog, compile_expression
+from nextbuy.rules.catalog import DAY_MS
 
 NOW = 1_700_000_000_000.0
 IDS = ["a", "b", "c", "d", "e"]

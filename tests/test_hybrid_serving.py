@@ -20,8 +20,8 @@ import pytest
 from nextbuy.config import Settings, load_settings
 from nextbuy.datasets import load_sample_shop
 from nextbuy.engine import Engine
+from nextbuy.hybrid.model import HybridModel
 from nextbuy.ingest import ImportOptions, import_frame
-from nextbuy.models import HybridModel
 from nextbuy.registry import ModelRegistry
 from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.online import SESSION, USER

@@ -22,12 +22,12 @@ from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.matrix import InteractionMatrix, from_frame
 from nextbuy.models import (
     EASE,
-    MODELS,
     CategoryBestsellers,
     FrequentlyBoughtTogether,
     PopularityModel,
     Recommender,
     TrendingModel,
+    available_models,
     create_model,
 )
 from nextbuy.models.ease import item_attributes
@@ -333,7 +333,7 @@ def test_category_bestsellers_follow_the_history_shares(shop: Shop) -> None:
 
 
 def test_registry_and_errors(tmp_path: Path) -> None:
-    assert set(MODELS) >= {
+    assert set(available_models()) >= {
         "popularity",
         "trending",
         "category_bestsellers",
@@ -384,7 +384,9 @@ def movielens() -> tuple[InteractionMatrix, pd.DataFrame]:
 @pytest.mark.shared
 @pytest.mark.slow
 # the hybrid learns from dated events, not a matrix: tests/test_hybrid_serving.py trains it
-@pytest.mark.parametrize("name", sorted(n for n, cls in MODELS.items() if not cls.needs_events))
+@pytest.mark.parametrize(
+    "name", sorted(n for n, cls in available_models().items() if not cls.needs_events)
+)
 def test_every_model_fits_movielens_and_serves_every_user(
     name: str, movielens: tuple[InteractionMatrix, pd.DataFrame]
 ) -> None:

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from nextbuy.config import load_settings
 from nextbuy.errors import ConfigError, NotFoundError
-from nextbuy.pipeline import (
+from nextbuy.rules import (
     DEFAULT_PLACEMENTS,
     Candidates,
     ItemCatalog,
@@ -26,8 +26,10 @@ from nextbuy.pipeline import (
     apply_rules,
     build_rules,
 )
-from nextbuy.pipeline.catalog import DAY_MS
-from nextbuy.pipeline.rules import Diversity, Filter
+from nextbuy.rules.base import Filter
+from nextbuy.rules.catalog import DAY_MS
+from nextbuy.rules.diversity import Diversity
+from nextbuy.rules.filters import ExcludePurchased
 
 NOW = 1_700_000_000_000.0
 NAN = math.nan
@@ -649,8 +651,6 @@ def test_rebuilding_rules_applies_a_new_config_at_once(catalog: ItemCatalog) -> 
 
 
 def test_exclude_purchased_for_discovery_stands_aside_when_lists_repeat_purchases() -> None:
-    from nextbuy.pipeline.rules import ExcludePurchased, RequestContext
-
     items = np.arange(5, dtype=np.int64)
     bought = {2: 1_000.0}
     discovery = RequestContext(None, 2_000.0, 5, purchased_at=bought)

@@ -15,7 +15,7 @@ from nextbuy.datasets import load_sample_shop
 from nextbuy.errors import DataError, NotFoundError
 from nextbuy.matrix import InteractionMatrix, build_matrix
 from nextbuy.models import create_model
-from nextbuy.pipeline.catalog import ItemCatalog
+from nextbuy.rules.catalog import ItemCatalog
 from nextbuy.serving.candidates import Segment, merge
 from nextbuy.serving.erasures import Erasures
 from nextbuy.serving.events import EventErrors, checked_rows, clean_rows, parse_body, validate

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from nextbuy.errors import ConfigError
 from nextbuy.experiments.config import ExperimentConfig, ExperimentsConfig
-from nextbuy.pipeline.rules import DEFAULT_PLACEMENTS, PlacementConfig, with_default_placements
+from nextbuy.rules import DEFAULT_PLACEMENTS, PlacementConfig, with_default_placements
 from nextbuy.schema import DEFAULT_EVENT_WEIGHTS, STANDARD_EVENT_TYPES
 
 CONFIG_FILENAME = "nextbuy.toml"

@@ -28,7 +28,7 @@ from nextbuy.evaluation.runner import (
     recommend_lists,
 )
 from nextbuy.evaluation.splits import Split
-from nextbuy.models import MODELS, create_model
+from nextbuy.models import create_model, known_model
 from nextbuy.models.base import Recommender, top_k
 from nextbuy.models.blend import Blend
 
@@ -158,8 +158,7 @@ def tune(
     `fixed_params` are passed to every trial (for "blend": its `members`, as specs). Trials
     whose parameters fail to fit are recorded as failed and skipped.
     """
-    if model_name not in MODELS:
-        raise ConfigError(f"unknown model {model_name!r}; known: {', '.join(sorted(MODELS))}")
+    known_model(model_name)
     space = search_space if search_space is not None else DEFAULT_SPACES.get(model_name)
     if space is None:
         raise ConfigError(f"no default search space for {model_name!r}; pass search_space")

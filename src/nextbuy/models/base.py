@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from nextbuy.errors import DataError, NextbuyError, NotFittedError, NotFoundError
 from nextbuy.matrix import InteractionMatrix, _atomic_savez, _atomic_write_text, _str_array
+from nextbuy.models.registry import model_class
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.json"
@@ -152,13 +153,11 @@ class Recommender(ABC):
     @classmethod
     def load(cls, path: Path) -> Self:
         """Read a folder written by `save`; on `Recommender` itself, any registered model."""
-        from nextbuy.models import MODELS
-
         meta_path = path / PARAMS_FILE
         if not meta_path.is_file():
             raise NotFoundError(f"{path}: no saved model ({PARAMS_FILE} missing)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        model_cls = MODELS.get(meta.get("model", ""))
+        model_cls = model_class(meta.get("model", ""))
         if model_cls is None or not issubclass(model_cls, cls):
             raise DataError(f"{meta_path}: holds model {meta.get('model')!r}, not a {cls.__name__}")
         model = model_cls(**meta["params"])

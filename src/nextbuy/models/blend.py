@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from nextbuy.errors import ConfigError
 from nextbuy.matrix import InteractionMatrix
 from nextbuy.models.base import Recommender
+from nextbuy.models.registry import create_model
 
 Normalise = Literal["zscore", "minmax", "max", "rank"]
 NORMALISATIONS: tuple[str, ...] = ("zscore", "minmax", "max", "rank")
@@ -184,8 +185,6 @@ def _reciprocal_rank(scores: np.ndarray) -> np.ndarray:
 def _as_model(member: Recommender | MemberSpec) -> Recommender:
     if isinstance(member, Recommender):
         return member
-    from nextbuy.models import create_model  # the registry imports this module
-
     if not isinstance(member, Mapping) or "model" not in member:
         raise ConfigError("blend member must be a model or {'model': name, 'params': {}}")
     return create_model(str(member["model"]), **dict(member.get("params") or {}))

@@ -14,7 +14,7 @@ under uvicorn in one process. How a request is answered:
   with them, a pool (that list, partners of what they just did, popular and trending items)
   scored exactly by the model's fast path (scorer.py); complements of a fresh purchase
   lead; cold start falls back to page category, onboarding answers, trending, popular.
-- Rules per placement (nextbuy.pipeline.rules), then reasons for the final k (explain.py).
+- Rules per placement (nextbuy.rules), then reasons for the final k (explain.py).
 
 Load-time reads use SQLite directly when the store is SQLite (reads.py); events, items and
 users are written through the Store in a thread pool, before the answer.

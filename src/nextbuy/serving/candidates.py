@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextbuy.pipeline.rules import Candidates
+from nextbuy.rules import Candidates
 from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
 from nextbuy.serving.scoring import best_of

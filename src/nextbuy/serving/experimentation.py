@@ -36,7 +36,7 @@ from nextbuy.experiments.attribution import bandit_counts
 from nextbuy.experiments.bandit import experiment_allocation
 from nextbuy.experiments.config import ExperimentConfig, VariantConfig
 from nextbuy.experiments.registry import ExperimentRegistry
-from nextbuy.pipeline.rules import PlacementConfig
+from nextbuy.rules import PlacementConfig
 from nextbuy.serving import recommend
 from nextbuy.serving.assigner import CompiledAssigner
 from nextbuy.serving.exposures import Arm

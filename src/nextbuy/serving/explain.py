@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nextbuy.pipeline.rules import Candidates
+from nextbuy.rules import Candidates
 from nextbuy.serving.hybrid_scoring import personal_reasons
 from nextbuy.serving.live import Live
 from nextbuy.serving.shopper import Shopper

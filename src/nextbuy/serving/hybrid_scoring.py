@@ -25,13 +25,13 @@ import scipy.sparse as sp
 
 from nextbuy.content import infer_category
 from nextbuy.hybrid.explain import ItemFacts, reasons
+from nextbuy.hybrid.model import CONTENT_SIMILARITY_WEIGHT, HybridModel
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineScored
 from nextbuy.matrix import InteractionMatrix
 from nextbuy.models import Recommender
 from nextbuy.models.base import entries
 from nextbuy.models.content_model import ContentModel
-from nextbuy.models.hybrid_model import CONTENT_SIMILARITY_WEIGHT, HybridModel
-from nextbuy.pipeline.rules import positions_in
+from nextbuy.rules.base import positions_in
 from nextbuy.serving.online import shopper_key
 from nextbuy.serving.scoring import best_of
 

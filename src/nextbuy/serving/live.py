@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nextbuy.pipeline.catalog import DAY_MS, ItemCatalog
+from nextbuy.rules.catalog import DAY_MS, ItemCatalog
 from nextbuy.schema import category_levels
 from nextbuy.serving.snapshot import ServingModel
 

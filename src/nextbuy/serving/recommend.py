@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nextbuy.errors import DataError, NotFoundError
-from nextbuy.pipeline.rules import Candidates, RequestContext, apply_rules
+from nextbuy.rules import Candidates, RequestContext, apply_rules
 from nextbuy.serving import candidates as gen
 from nextbuy.serving.explain import explain
 from nextbuy.serving.hybrid_scoring import new_item_neighbours, similar_with_new

@@ -19,9 +19,9 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from nextbuy.hybrid.model import HybridModel
 from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
 from nextbuy.models.blend import normalise_rows
-from nextbuy.models.hybrid_model import HybridModel
 from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel, implicit_fold_in, implicit_gram
 from nextbuy.serving.hybrid_scoring import pool_scores
 from nextbuy.serving.scoring import best_of, history_row, unit_factors

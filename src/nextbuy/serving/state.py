@@ -27,9 +27,9 @@ import pandas as pd
 from nextbuy.config import Settings, load_settings
 from nextbuy.engine import Engine
 from nextbuy.errors import NextbuyError
-from nextbuy.pipeline.catalog import ItemCatalog
-from nextbuy.pipeline.rules import PlacementConfig
 from nextbuy.registry import ModelRegistry, Version
+from nextbuy.rules import PlacementConfig
+from nextbuy.rules.catalog import ItemCatalog
 from nextbuy.serving.candidate_refresh import CandidateRefresher
 from nextbuy.serving.erasures import Erasures
 from nextbuy.serving.errors import Unavailable

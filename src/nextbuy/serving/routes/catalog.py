@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from nextbuy.errors import DataError, NotFoundError
 from nextbuy.ingest.run import frame_as_text
 from nextbuy.ingest.validate import check_items
-from nextbuy.pipeline.catalog import ItemCatalog
+from nextbuy.rules.catalog import ItemCatalog
 from nextbuy.serving.responses import JSONResponse
 from nextbuy.serving.schemas import ItemIn, Stored
 from nextbuy.serving.state import ServingState

@@ -24,19 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from nextbuy.errors import ConfigError, DataError, NotFittedError
+from nextbuy.hybrid.objective import rank_groups
+from nextbuy.hybrid.online import OnlineRanker
+from nextbuy.hybrid.pipeline import HybridConfig, HybridRecommender, Scored
 from nextbuy.matrix import InteractionMatrix, _str_array
 from nextbuy.models.base import Recommender, TopK, _stack
-
-if TYPE_CHECKING:
-    from nextbuy.hybrid.online import OnlineRanker
-    from nextbuy.hybrid.pipeline import HybridRecommender, Scored
 
 Step = Callable[[str], None]
 REASON_DEPTH = 10  # precomputed reasons per user (the head of each list)
@@ -94,8 +93,6 @@ class HybridModel(Recommender):
         self.list_reasons = np.zeros((0, 0), object)
 
     def _config(self, exclude_seen: bool, weights: dict[str, float]) -> Any:
-        from nextbuy.hybrid.pipeline import HybridConfig
-
         protocol = self.protocol or ("discovery" if exclude_seen else "repeat")
         try:
             return HybridConfig(
@@ -134,8 +131,6 @@ class HybridModel(Recommender):
     ) -> list[str]:
         """Train the pipeline; returns its item index, which the Engine's matrix must start
         with (then `attach` that matrix)."""
-        from nextbuy.hybrid.pipeline import HybridRecommender
-
         if "timestamp" not in events or events["timestamp"].isna().all():
             raise DataError("the hybrid model needs dated interactions (a timestamp column)")
         events = events.loc[events["timestamp"].notna()]
@@ -168,8 +163,6 @@ class HybridModel(Recommender):
     def online(self) -> OnlineRanker:
         """The per-request scorer (built on first use: it indexes every trained event)."""
         if self._online is None:
-            from nextbuy.hybrid.online import OnlineRanker
-
             self._online = OnlineRanker(self._hybrid())
         return self._online
 
@@ -184,8 +177,6 @@ class HybridModel(Recommender):
         return _stack(blocks, k)
 
     def _top(self, scored: Scored, k: int) -> tuple[TopK, np.ndarray]:
-        from nextbuy.hybrid.objective import rank_groups
-
         order = scored.ordering(exposure_penalty=self._hybrid().config.exposure_penalty)
         picks = rank_groups(scored.candidates.rows, order, len(scored.user_ids), k)
         ok = picks >= 0
@@ -318,8 +309,6 @@ class HybridModel(Recommender):
         self._hybrid().save(path / HYBRID_FOLDER)
 
     def _load_folder(self, path: Path) -> None:
-        from nextbuy.hybrid.pipeline import HybridRecommender
-
         self.hybrid = HybridRecommender.load(path / HYBRID_FOLDER)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from nextbuy.errors import ConfigError
-from nextbuy.pipeline.catalog import (
+from nextbuy.rules.catalog import (
     BOOL_FIELDS,
     DAY_MS,
     FIELDS,
