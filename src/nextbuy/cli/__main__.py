@@ -1,0 +1,3 @@
+from nextbuy.cli import main
+
+main()
