@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_summary, markdown_table, write_section
 from nextbuy.choice import Candidate, choose
 from nextbuy.config import Settings
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.datasets import (
     SyntheticShop,
     load_movielens_100k,
@@ -53,7 +54,6 @@ from nextbuy.evaluation import metrics
 from nextbuy.evaluation.runner import EvaluationSetup, fill_with_popular, prepare
 from nextbuy.evaluation.splits import stratified_split, temporal_split
 from nextbuy.models import EASE, OwnHistory, PopularityModel, Recommender, TrendingModel
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 WORK = Path(__file__).resolve().parent / ".work" / "choice"
 K = 10

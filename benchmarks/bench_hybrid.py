@@ -26,12 +26,12 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_summary, write_section
-from nextbuy.content import embeddings_available
+from nextbuy.data.content import embeddings_available
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.datasets import load_online_retail
 from nextbuy.evaluation.splits import temporal_split
 from nextbuy.hybrid import HybridRecommender
 from nextbuy.hybrid import evaluate as ev
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 WORK = Path(__file__).resolve().parent / ".work" / "hybrid"
 PARTS = ("tune", "discovery", "repeat", "cold", "report")

@@ -8,8 +8,8 @@ from pathlib import Path
 from nextbuy.config import Settings, load_settings
 from nextbuy.datasets import load_sample_shop
 from nextbuy.ingest import ImportOptions, import_frame
-from nextbuy.registry import ModelRegistry
 from nextbuy.store import open_store
+from nextbuy.store.registry import ModelRegistry
 from nextbuy.training import train_version
 
 LINES = 40_000  # the sample's first weeks: enough customers for lists with reasons

@@ -20,8 +20,8 @@ import pandas as pd
 from nextbuy.config import Settings, load_settings
 from nextbuy.datasets import load_sample_shop
 from nextbuy.ingest import ImportOptions, import_frame
-from nextbuy.registry import ModelRegistry
 from nextbuy.store import open_store
+from nextbuy.store.registry import ModelRegistry
 from nextbuy.training import train_version
 
 INTERACTION_LINES = 60_000  # the sample's first weeks: ~2,500 items, ~1,000 customers

@@ -10,6 +10,7 @@ from scipy import integrate
 from scipy import stats as sps
 from scipy.special import betaln
 
+from nextbuy.config.experiments import ExperimentConfig
 from nextbuy.experiments.bandit import (
     apply_exploration_floor,
     experiment_allocation,
@@ -17,7 +18,6 @@ from nextbuy.experiments.bandit import (
     sample_arm,
     thompson_allocation,
 )
-from nextbuy.experiments.config import ExperimentConfig
 
 
 def _p_b_beats_a_closed_form(a_a: int, b_a: int, a_b: int, b_b: int) -> float:

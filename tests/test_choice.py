@@ -13,6 +13,8 @@ from nextbuy.choice import Candidate, choose, decide_protocol, holdout, measure_
 from nextbuy.choice.budget import Budget, Sizes, parse_budget
 from nextbuy.choice.search import decide_validation
 from nextbuy.config import Settings
+from nextbuy.data.matrix import RatingValues, from_frame
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.datasets import SyntheticShop
 from nextbuy.datasets.shapes import SHAPES, planted_complements, shaped_shop
 from nextbuy.engine import Engine
@@ -20,10 +22,8 @@ from nextbuy.errors import ConfigError
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.runner import fill_with_popular, prepare
 from nextbuy.evaluation.splits import temporal_split
-from nextbuy.matrix import RatingValues, from_frame
 from nextbuy.models import OwnHistory, PopularityModel, TrendingModel
 from nextbuy.models.fbt import FrequentlyBoughtTogether
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 
 def frame(rows: list[tuple[str, str, str, str]], **extra: list[object]) -> pd.DataFrame:

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.content import (
+from nextbuy.data.content import (
     ContentFeatures,
     embeddings_available,
     infer_category,
     price_percentile,
 )
+from nextbuy.data.matrix import from_frame
 from nextbuy.datasets import shared_data_dir
-from nextbuy.matrix import from_frame
 from nextbuy.models import available_models, create_model
 from nextbuy.models.base import Recommender
 from nextbuy.models.content_model import ContentModel, FactorMapping, extend_factors

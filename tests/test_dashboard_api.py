@@ -23,7 +23,7 @@ from nextbuy.dashboard.aggregates import DAY_MS, EventAggregates
 from nextbuy.dashboard.telemetry import quantile
 from nextbuy.dashboard.traffic import simulate_traffic
 from nextbuy.dashboard.views import events_over_time, gaps
-from nextbuy.serving.app import create_app
+from nextbuy.server.app import create_app
 from nextbuy.serving.keys import KeyStore
 from nextbuy.store.sqlite import SQLiteStore
 

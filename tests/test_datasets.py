@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from nextbuy.data.schema import STANDARD_EVENT_TYPES
 from nextbuy.datasets import (
     ShopData,
     load_movielens_1m,
@@ -18,7 +19,6 @@ from nextbuy.datasets import (
 )
 from nextbuy.datasets.public import SHARED_DATA_ENV
 from nextbuy.errors import NotFoundError
-from nextbuy.schema import STANDARD_EVENT_TYPES
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "src" / "nextbuy" / "datasets" / "data"
 SHARED_MISSING = "../shared/data not found beside the repository"

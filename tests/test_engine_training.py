@@ -15,7 +15,7 @@ from nextbuy.datasets import SyntheticShop
 from nextbuy.engine import Engine
 from nextbuy.errors import NotFoundError
 from nextbuy.ingest import ImportOptions, import_frame
-from nextbuy.registry import ModelRegistry
+from nextbuy.store.registry import ModelRegistry
 from nextbuy.store.sqlite import SQLiteStore
 from nextbuy.training import train_version
 

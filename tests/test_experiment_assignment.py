@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats as sps
 
+from nextbuy.config.experiments import ExperimentConfig, ExperimentsConfig, transition
 from nextbuy.errors import ConfigError
 from nextbuy.experiments.assignment import (
     assign,
@@ -21,7 +22,6 @@ from nextbuy.experiments.assignment import (
     experiment_in_layer,
     unit_key,
 )
-from nextbuy.experiments.config import ExperimentConfig, ExperimentsConfig, transition
 
 UNITS = [f"user-{i}" for i in range(20_000)]
 

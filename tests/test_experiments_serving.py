@@ -36,7 +36,7 @@ from nextbuy.experiments.simulator import (
     stop_experiment,
     visit_schedule,
 )
-from nextbuy.serving.app import create_app
+from nextbuy.server.app import create_app
 from nextbuy.serving.exposures import Arm, ExposureLog
 from nextbuy.store import open_store
 

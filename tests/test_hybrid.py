@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.datasets import SyntheticShop
 from nextbuy.evaluation import metrics
 from nextbuy.hybrid import (
@@ -26,7 +27,6 @@ from nextbuy.hybrid.candidates import MISSING_RANK, CandidateSet, GeneratorSpec
 from nextbuy.hybrid.explain import ItemFacts, reasons
 from nextbuy.hybrid.features import before, feature_names
 from nextbuy.models.base import TopK
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
 

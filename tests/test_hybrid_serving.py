@@ -22,11 +22,11 @@ from nextbuy.datasets import load_sample_shop
 from nextbuy.engine import Engine
 from nextbuy.hybrid.model import HybridModel
 from nextbuy.ingest import ImportOptions, import_frame
-from nextbuy.registry import ModelRegistry
 from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.online import SESSION, USER
 from nextbuy.serving.state import ServingState
 from nextbuy.store import open_store
+from nextbuy.store.registry import ModelRegistry
 from nextbuy.training import train_version
 from serving_helpers import INTERACTION_LINES, ids, recommend, running_api
 

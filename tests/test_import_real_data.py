@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbuy.audit import audit
 from nextbuy.config import Settings
 from nextbuy.ingest import ImportOptions, import_file
+from nextbuy.ingest.audit import audit
 from nextbuy.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.shared

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import nextbuy.matrix as matrix_module
+import nextbuy.data.matrix as matrix_module
+from nextbuy.data.matrix import InteractionMatrix, build_basket_matrix, build_matrix, from_frame
 from nextbuy.errors import DataError
-from nextbuy.matrix import InteractionMatrix, build_basket_matrix, build_matrix, from_frame
 from nextbuy.store.base import INTERACTION_ARROW_SCHEMA
 
 WEIGHTS = {"view": 1.0, "purchase": 4.0, "remove_from_cart": 0.0}

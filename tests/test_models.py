@@ -18,8 +18,8 @@ import pytest
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from nextbuy.data.matrix import InteractionMatrix, from_frame
 from nextbuy.errors import ConfigError, DataError, NotFittedError
-from nextbuy.matrix import InteractionMatrix, from_frame
 from nextbuy.models import (
     EASE,
     CategoryBestsellers,

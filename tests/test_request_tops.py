@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import InteractionMatrix, from_frame
 from nextbuy.datasets import SyntheticShop
 from nextbuy.hybrid.request_tops import RequestTops, best
-from nextbuy.matrix import InteractionMatrix, from_frame
 from nextbuy.models import Recommender, create_model
 from nextbuy.models.base import top_k
 from nextbuy.models.content_model import ContentModel

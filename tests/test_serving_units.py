@@ -11,12 +11,13 @@ import pytest
 import scipy.sparse as sp
 
 from nextbuy.config import Settings
+from nextbuy.data.matrix import InteractionMatrix, build_matrix
 from nextbuy.datasets import load_sample_shop
 from nextbuy.errors import DataError, NotFoundError
-from nextbuy.matrix import InteractionMatrix, build_matrix
 from nextbuy.models import create_model
 from nextbuy.rules.catalog import ItemCatalog
-from nextbuy.serving.candidates import Segment, merge
+from nextbuy.server.run import check_host
+from nextbuy.serving.candidates import merge
 from nextbuy.serving.erasures import Erasures
 from nextbuy.serving.events import EventErrors, checked_rows, clean_rows, parse_body, validate
 from nextbuy.serving.keys import KeyStore
@@ -24,7 +25,7 @@ from nextbuy.serving.online import OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
 from nextbuy.serving.scorer import Scorer
 from nextbuy.serving.scoring import history_row
-from nextbuy.serving.server import check_host
+from nextbuy.serving.segment import Segment
 from nextbuy.store.sqlite import SQLiteStore
 
 

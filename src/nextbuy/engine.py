@@ -23,8 +23,8 @@ import scipy.sparse as sp
 
 from nextbuy.choice import Choice, choose
 from nextbuy.config import AUTO_MODEL, Settings, load_settings
+from nextbuy.data.matrix import Batch, InteractionMatrix, RatingValues, build_matrix
 from nextbuy.errors import ConfigError, NotFittedError, NotFoundError
-from nextbuy.matrix import Batch, InteractionMatrix, RatingValues, build_matrix
 from nextbuy.models import Recommender, TopK, create_model
 from nextbuy.models.base import EXCLUDED_HEADROOM, without_excluded
 

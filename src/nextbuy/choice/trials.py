@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.choice.candidate import DEFAULT_WEIGHTS, Candidate
+from nextbuy.data.matrix import InteractionMatrix, RatingValues, from_frame
 from nextbuy.errors import NextbuyError
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.runner import EvaluationSetup, prepare, recommend_lists
-from nextbuy.matrix import InteractionMatrix, RatingValues, from_frame
 from nextbuy.models import Recommender, create_model
 
 K = 10

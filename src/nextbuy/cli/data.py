@@ -165,7 +165,7 @@ def stats(
     config: ConfigOption = None,
 ) -> None:
     """Audit the stored data: volumes, time range and gaps, long tail, catalog coverage."""
-    from nextbuy.audit import audit
+    from nextbuy.ingest.audit import audit
     from nextbuy.store import open_store
 
     settings = settings_for(config)

@@ -45,7 +45,7 @@ def demo(
     port: int = 8000,
 ) -> None:
     """The main job on the bundled sample shop: import, audit, train, evaluate, serve."""
-    from nextbuy.audit import audit
+    from nextbuy.ingest.audit import audit
     from nextbuy.store import open_store
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def evaluate(
 
 def evaluate_and_report(settings: Settings, protocol: str | None, models: list[str] | None) -> None:
     from nextbuy.evaluation.report import print_table, write_report
-    from nextbuy.registry import ModelRegistry
+    from nextbuy.store.registry import ModelRegistry
 
     serving = ModelRegistry(settings.models_dir).serving()
     meta = None if serving is None else serving.meta

@@ -140,7 +140,7 @@ app.add_typer(models_app, name="models")
 def models_list(config: ConfigOption = None) -> None:
     """Every trained version with its validation metrics and whether its lists may repeat
     purchases; * marks the one in service."""
-    from nextbuy.registry import ModelRegistry
+    from nextbuy.store.registry import ModelRegistry
 
     registry = ModelRegistry(settings_for(config).models_dir)
     serving = registry.serving_state().get("version")
@@ -167,7 +167,7 @@ def models_list(config: ConfigOption = None) -> None:
 @user_errors
 def models_promote(version: str, config: ConfigOption = None) -> None:
     """Serve this version (a running server swaps to it within seconds)."""
-    from nextbuy.registry import ModelRegistry
+    from nextbuy.store.registry import ModelRegistry
 
     ModelRegistry(settings_for(config).models_dir).promote(version, "promoted by hand")
     console.print(f"{version} is now in service")
@@ -177,7 +177,7 @@ def models_promote(version: str, config: ConfigOption = None) -> None:
 @user_errors
 def models_rollback(config: ConfigOption = None) -> None:
     """Serve the version that was in service before the current one."""
-    from nextbuy.registry import ModelRegistry
+    from nextbuy.store.registry import ModelRegistry
 
     previous = ModelRegistry(settings_for(config).models_dir).rollback()
     console.print(f"rolled back: {previous} is now in service")
@@ -185,7 +185,7 @@ def models_rollback(config: ConfigOption = None) -> None:
 
 def load_serving_engine(settings: Settings) -> Any:
     from nextbuy.engine import Engine
-    from nextbuy.registry import ModelRegistry
+    from nextbuy.store.registry import ModelRegistry
 
     version = ModelRegistry(settings.models_dir).serving()
     if version is None:

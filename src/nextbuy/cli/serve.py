@@ -33,8 +33,8 @@ def serve_until_stopped(settings: Settings, host: str, port: int) -> None:
 
     from rich.logging import RichHandler
 
+    from nextbuy.server.run import check_host, run_server
     from nextbuy.serving.keys import KeyStore
-    from nextbuy.serving.server import check_host, run_server
 
     development = not KeyStore(settings.store_path).any_keys()
     check_host(host, development)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from nextbuy.dashboard.routes import api, pages
+from nextbuy.dashboard.service import Dashboard
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -17,9 +20,6 @@ if TYPE_CHECKING:
 
 def attach(app: FastAPI, state: ServingState) -> DashboardSessions:
     """Routes and state of the dashboard on `app`; its background work starts on first view."""
-    from nextbuy.dashboard.routes import api, pages
-    from nextbuy.dashboard.service import Dashboard
-
     dashboard = Dashboard(state)
     app.state.dashboard = dashboard
     app.include_router(pages)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from nextbuy.audit import audit
+from nextbuy.ingest.audit import audit
 from nextbuy.store import open_store
 
 

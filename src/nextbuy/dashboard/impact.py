@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from nextbuy.experiments.registry import ExperimentRegistry
+from nextbuy.experiments.reporting import business_metrics, results_for
+
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState
 
@@ -51,8 +54,6 @@ def _flush(state: ServingState) -> None:
 def business(state: ServingState) -> dict[str, Any]:
     """Impressions and what followed them over the last WINDOW_DAYS, overall and by
     placement, position and day."""
-    from nextbuy.experiments.reporting import business_metrics
-
     path = state.settings.store_path
     since = int((time.time() - WINDOW_DAYS * 86_400) * 1000)
     _flush(state)
@@ -73,9 +74,6 @@ def business(state: ServingState) -> dict[str, Any]:
 # -- experiments -------------------------------------------------------------------------------
 def experiments(state: ServingState) -> list[dict[str, Any]]:
     """Every experiment's variants, live results with intervals and traffic over time."""
-    from nextbuy.experiments.registry import ExperimentRegistry
-    from nextbuy.experiments.reporting import results_for
-
     settings = state.settings
     registry = ExperimentRegistry(settings.store_path, settings.experiments)
     found = registry.all()

@@ -27,9 +27,9 @@ from nextbuy.evaluation.metrics import (
     novelty,
     popularity_bias,
 )
-from nextbuy.registry import ModelRegistry
 from nextbuy.serving.live import Live
 from nextbuy.store.dashboard_reads import DashboardReads
+from nextbuy.store.registry import ModelRegistry
 
 LIST_K = 10
 HEADLINE_METRICS = ("ndcg@10", "recall@10", "precision@10", "hit_rate@10", "coverage@10")

@@ -29,15 +29,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import InteractionMatrix, RatingValues, from_frame
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.errors import ConfigError, DataError, NextbuyError
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.splits import Split
-from nextbuy.matrix import InteractionMatrix, RatingValues, from_frame
 from nextbuy.models.base import EXCLUDED_HEADROOM, Recommender, TopK, without_excluded
 from nextbuy.models.blend import OwnHistory
+from nextbuy.models.mf import ALSModel
 from nextbuy.models.popularity import PopularityModel
 from nextbuy.models.random_model import RandomModel
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 Protocol = Literal["standard", "discovery", "repeat"]
 PROTOCOLS: tuple[str, ...] = ("standard", "discovery", "repeat")
@@ -511,8 +512,6 @@ def _category_segments(categories: np.ndarray, setup: EvaluationSetup) -> np.nda
 
 
 def _als_factors(roster: Mapping[str, Recommender]) -> np.ndarray | None:
-    from nextbuy.models.mf import ALSModel
-
     for model in roster.values():
         if isinstance(model, ALSModel) and model.item_factors.size:
             return model.item_factors

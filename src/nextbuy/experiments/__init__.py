@@ -4,13 +4,13 @@ Submodules are imported on use (``from nextbuy.experiments.stats import ...``) s
 request path importing assignment does not pay for scipy and pandas.
 """
 
-from nextbuy.experiments.assignment import Assignment, assign, assign_all, bucket
-from nextbuy.experiments.config import (
+from nextbuy.config.experiments import (
     ExperimentConfig,
     ExperimentsConfig,
     VariantConfig,
     transition,
 )
+from nextbuy.experiments.assignment import Assignment, assign, assign_all, bucket
 
 __all__ = [
     "Assignment",

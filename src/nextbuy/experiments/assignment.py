@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nextbuy.experiments.config import ExperimentConfig
+from nextbuy.config.experiments import ExperimentConfig
 
 _SCALE = float(2**53)  # 53 bits: every bucket is an exact double in [0, 1)
 

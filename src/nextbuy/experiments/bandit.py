@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nextbuy.experiments.config import ExperimentConfig
+from nextbuy.config.experiments import ExperimentConfig
 
 ArrayLike = np.ndarray | list[float] | tuple[float, ...]
 

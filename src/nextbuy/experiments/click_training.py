@@ -40,6 +40,7 @@ from nextbuy.experiments.position_bias import (
     PositionBias,
     training_weights,
 )
+from nextbuy.experiments.reporting import click_logs, fit_position_bias
 from nextbuy.hybrid.ranker import Ranker, RankerFit
 
 LIST_KEY = "recommendation_id"
@@ -145,8 +146,6 @@ def click_ranker_from_store(
 ) -> tuple[Ranker, ClickExamples]:
     """Train on the store's exposure log and clicks; θ is estimated from the same logs,
     from the lists served in random order when there are any (``fit_position_bias``)."""
-    from nextbuy.experiments.reporting import click_logs, fit_position_bias
-
     logs = click_logs(store_path, since_ms)
     bias, _ = fit_position_bias(logs)
     examples = click_examples(logs, bias, item_features, list_features)

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nextbuy.config.experiments import Action, ExperimentConfig, ExperimentsConfig, transition
 from nextbuy.errors import ConfigError, NotFoundError
-from nextbuy.experiments.config import Action, ExperimentConfig, ExperimentsConfig, transition
 from nextbuy.store.records import open_experiment_table
 
 LIFE_CYCLE_FIELDS = ("status", "started_at", "stopped_at")

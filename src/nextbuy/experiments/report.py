@@ -24,6 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nextbuy.experiments.reporting import ExperimentResults
+from nextbuy.experiments.stats import PEEKING_METHOD
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
@@ -249,8 +250,6 @@ def _power_text(power: dict[str, Any]) -> str:
 
 
 def _peeking_text(results: ExperimentResults) -> str:
-    from nextbuy.experiments.stats import PEEKING_METHOD
-
     return (
         "Results are computed on demand and may be read at any time, so a fixed-horizon "
         "p-value would inflate false positives with every look. "

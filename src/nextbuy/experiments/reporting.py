@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.config import Settings
+from nextbuy.config.experiments import ExperimentConfig
 from nextbuy.errors import DataError
 from nextbuy.experiments import stats
 from nextbuy.experiments.analysis import ExperimentAnalysis, analyse
 from nextbuy.experiments.attribution import HOUR_MS, Attribution, attribute
-from nextbuy.experiments.config import ExperimentConfig
 from nextbuy.experiments.position_bias import (
     PositionBias,
     estimate_position_bias,

@@ -41,8 +41,11 @@ from nextbuy.experiments import stats
 from nextbuy.experiments.analysis import analyse
 from nextbuy.experiments.assignment import buckets
 from nextbuy.experiments.attribution import Attribution
-from nextbuy.registry import ModelRegistry
+from nextbuy.ingest import ImportOptions, import_frame
+from nextbuy.store import open_store
 from nextbuy.store.outcomes import open_outcome_reader
+from nextbuy.store.registry import ModelRegistry
+from nextbuy.training import train_version
 
 SERVER_START_SECONDS = 120.0
 
@@ -116,10 +119,6 @@ def build_shop(
 ) -> SimulatedShop:
     """Write nextbuy.toml, import the shop (minus the new users' history) and train one
     version per role (default: "good" = EASE, "degraded" = popularity); the first serves."""
-    from nextbuy.ingest import ImportOptions, import_frame
-    from nextbuy.store import open_store
-    from nextbuy.training import train_version
-
     models = models or {"good": ("ease", {"reg": 500.0}), "degraded": ("popularity", {})}
     root.mkdir(parents=True, exist_ok=True)
     (root / "nextbuy.toml").write_text(

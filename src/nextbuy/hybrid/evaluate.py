@@ -25,7 +25,9 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from nextbuy.content import ContentFeatures, embeddings_available
+from nextbuy.data.content import ContentFeatures, embeddings_available
+from nextbuy.data.matrix import from_frame
+from nextbuy.datasets import SyntheticShop
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.runner import EvaluationSetup, fill_with_popular, prepare
 from nextbuy.evaluation.splits import Split, temporal_split
@@ -38,7 +40,6 @@ from nextbuy.hybrid.pipeline import (
     default_generators,
     first_baskets,
 )
-from nextbuy.matrix import from_frame
 from nextbuy.models import create_model
 from nextbuy.models.base import Recommender
 from nextbuy.models.content_model import ContentModel, FactorMapping, extend_factors
@@ -664,8 +665,6 @@ def onboarding(n_users: int = 2000, n_items: int = 600, seed: int = 0) -> pd.Dat
 
     NDCG@10 against each customer's 10 truly most likely purchases (the planted truth).
     """
-    from nextbuy.datasets import SyntheticShop
-
     shop = SyntheticShop(n_users=n_users, n_items=n_items, seed=seed)
     data_frames = shop.shop_data(n_events=60_000)
     users = shop.users(onboarding_share=1.0)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nextbuy.content import ContentFeatures
+from nextbuy.data.content import ContentFeatures
 from nextbuy.errors import DataError
 from nextbuy.hybrid.candidates import MISSING_RANK, CandidateSet
 

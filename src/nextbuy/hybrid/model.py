@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import InteractionMatrix, _str_array
 from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.hybrid.objective import rank_groups
 from nextbuy.hybrid.online import OnlineRanker
 from nextbuy.hybrid.pipeline import HybridConfig, HybridRecommender, Scored
-from nextbuy.matrix import InteractionMatrix, _str_array
 from nextbuy.models.base import Recommender, TopK, _stack
 
 Step = Callable[[str], None]

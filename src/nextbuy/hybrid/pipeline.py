@@ -36,7 +36,9 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from nextbuy.content import ContentFeatures, EmbeddingChoice, catalog_frame
+from nextbuy.data.content import ContentFeatures, EmbeddingChoice, catalog_frame
+from nextbuy.data.matrix import InteractionMatrix, _atomic_write_text, build_matrix
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.errors import ConfigError, DataError, NotFittedError, NotFoundError
 from nextbuy.hybrid.candidates import (
     CandidateRequest,
@@ -55,8 +57,6 @@ from nextbuy.hybrid.features import (
 )
 from nextbuy.hybrid.objective import ValueObjective, rank_groups
 from nextbuy.hybrid.ranker import Ranker
-from nextbuy.matrix import InteractionMatrix, _atomic_write_text, build_matrix
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
 
 FORMAT_VERSION = 1
 EXPOSURE_SCALE = 1000.0  # exposure share in tenths of a percent inside the log

@@ -18,8 +18,8 @@ import lightgbm
 import numpy as np
 import pandas as pd
 
+from nextbuy.data.matrix import _atomic_write_text
 from nextbuy.errors import DataError, NotFittedError, NotFoundError
-from nextbuy.matrix import _atomic_write_text
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",

@@ -6,6 +6,7 @@ bad number or a bad time is and can report it with its line.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -124,8 +125,6 @@ def _read_header(stream: BinaryIO, delimiter: str, path: Path) -> list[str]:
     if not first:
         raise DataError(f"{path}: the file is empty (expected a header line)")
     text = first.decode("utf-8-sig").rstrip("\r\n")
-    import csv
-
     names = next(csv.reader([text], delimiter=delimiter))
     names = [n.strip() for n in names]
     if len(set(names)) != len(names) or any(not n for n in names):

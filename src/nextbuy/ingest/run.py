@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.config import Settings
+from nextbuy.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS
 from nextbuy.errors import DataError
 from nextbuy.ingest.readers import RawBatch, read_batches
 from nextbuy.ingest.validate import Checked, check_interactions, check_items, check_users
-from nextbuy.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS
 from nextbuy.store.base import Store
 
 KINDS = ("interactions", "items", "users")

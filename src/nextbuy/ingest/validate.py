@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nextbuy.schema import (
+from nextbuy.data.schema import (
     INTERACTION_COLUMNS,
     INTERACTION_NUMBER_COLUMNS,
     ITEM_COLUMNS,

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import InteractionMatrix, _atomic_savez, _atomic_write_text, _str_array
 from nextbuy.errors import DataError, NextbuyError, NotFittedError, NotFoundError
-from nextbuy.matrix import InteractionMatrix, _atomic_savez, _atomic_write_text, _str_array
 from nextbuy.models.registry import model_class
 
 FORMAT_VERSION = 1

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError
-from nextbuy.matrix import InteractionMatrix
 from nextbuy.models.base import Recommender
 from nextbuy.models.registry import create_model
 

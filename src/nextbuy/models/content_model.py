@@ -24,9 +24,9 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.linear_model import Ridge
 
-from nextbuy.content import ContentFeatures, EmbeddingChoice, SentenceEncoder
+from nextbuy.data.content import ContentFeatures, EmbeddingChoice, SentenceEncoder
+from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError, DataError, NotFittedError
-from nextbuy.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.models.base import Recommender, accumulate, entries, mask_empty
 
 OUT_OF_RANGE_PENALTY = 1.0  # subtracted from items outside an onboarding price range

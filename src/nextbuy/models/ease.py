@@ -23,11 +23,11 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
-from nextbuy.content import catalog_frame
+from nextbuy.data.content import catalog_frame
+from nextbuy.data.matrix import InteractionMatrix
+from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError
-from nextbuy.matrix import InteractionMatrix
 from nextbuy.models.base import ModelFitError, Recommender, mask_empty
-from nextbuy.schema import category_levels
 
 BLOCK = 1024  # columns of XᵀX filled per sparse product, rows copied per step
 

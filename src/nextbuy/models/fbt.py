@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError, DataError, NotFoundError
-from nextbuy.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.models.base import Recommender, sparse_scores
 
 Metric = Literal["lift", "confidence"]

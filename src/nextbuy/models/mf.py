@@ -28,8 +28,8 @@ from implicit.bpr import BayesianPersonalizedRanking
 from implicit.cpu.als import AlternatingLeastSquares as CpuALS
 from threadpoolctl import threadpool_limits
 
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError
-from nextbuy.matrix import InteractionMatrix
 from nextbuy.models.base import ModelFitError, Recommender, mask_empty
 
 UseGpu = bool | Literal["auto"]

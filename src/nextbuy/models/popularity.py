@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from nextbuy.data.matrix import MS_PER_DAY, InteractionMatrix
+from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError
-from nextbuy.matrix import MS_PER_DAY, InteractionMatrix
 from nextbuy.models.base import Recommender
-from nextbuy.schema import category_levels
 
 PopularityBy = Literal["users", "events", "weight"]
 

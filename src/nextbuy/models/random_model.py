@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.matrix import InteractionMatrix
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.models.base import Recommender
 
 

@@ -10,8 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from nextbuy.data.schema import category_levels
 from nextbuy.rules.catalog import ItemCatalog
-from nextbuy.schema import category_levels
 
 MMR_POOL = 100  # MMR looks at the best this many candidates (or k, if larger)
 USUAL_SHARE = 0.8  # a user's usual categories cover this share of their history

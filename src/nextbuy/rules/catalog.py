@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nextbuy.data.schema import category_levels
 from nextbuy.errors import NotFoundError
-from nextbuy.schema import category_levels
 
 if TYPE_CHECKING:
     import pandas as pd

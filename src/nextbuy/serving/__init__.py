@@ -1,7 +1,7 @@
 """Serving: the REST API, model hot swap, real-time online state, API keys.
 
-`create_app(settings)` builds the FastAPI app (OpenAPI at /docs); `nextbuy serve` runs it
-under uvicorn in one process. How a request is answered:
+The request path behind the REST API (`nextbuy.server` assembles the app). How a request is
+answered:
 
 - `state.live` (live.py) is one immutable object holding the loaded model version with
   everything precomputed for it (snapshot.py), the catalogue its indices refer to and the
@@ -16,24 +16,6 @@ under uvicorn in one process. How a request is answered:
   lead; cold start falls back to page category, onboarding answers, trending, popular.
 - Rules per placement (nextbuy.rules), then reasons for the final k (explain.py).
 
-Load-time reads use SQLite directly when the store is SQLite (reads.py); events, items and
-users are written through the Store in a thread pool, before the answer.
+Load-time reads and every write go through the store; events, items and users are written
+in a thread pool, before the answer.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from nextbuy.config import Settings
-
-
-def create_app(settings: Settings, **options: Any) -> FastAPI:
-    from nextbuy.serving.app import create_app as build
-
-    return build(settings, **options)
-
-
-__all__ = ["create_app"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nextbuy.config.experiments import ExperimentConfig
 from nextbuy.experiments.assignment import Assignment, bucket, layer_salt, unit_key
-from nextbuy.experiments.config import ExperimentConfig
 
 
 @dataclass(frozen=True)

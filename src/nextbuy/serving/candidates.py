@@ -14,7 +14,7 @@ Unavailable items (out of stock, deleted) never pass the merge, whatever the rul
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +23,7 @@ from nextbuy.rules import Candidates
 from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
 from nextbuy.serving.scoring import best_of
+from nextbuy.serving.segment import Segment
 from nextbuy.serving.shopper import Shopper
 
 if TYPE_CHECKING:
@@ -43,19 +44,6 @@ POOL_NEIGHBOURS = 50  # model-similar items per anchor
 POOL_PARTNERS = 20  # bought-together partners per anchor
 POOL_NON_PERSONAL = 100  # trending items
 POOL_HEAD = 2000  # most popular items: scoring them is one small product
-
-
-@dataclass
-class Segment:
-    items: np.ndarray  # catalogue indices, best first
-    scores: np.ndarray
-    origin: str
-    anchors: dict[int, int] = field(default_factory=dict)  # item -> the item it came from
-    label: str | None = None  # e.g. the category a list was drawn from
-    item_labels: dict[int, str] = field(default_factory=dict)  # per item, where it varies
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 @dataclass

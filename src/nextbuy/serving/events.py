@@ -23,9 +23,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nextbuy.config import Settings
+from nextbuy.data.schema import INTERACTION_COLUMNS
 from nextbuy.ingest.run import API_KEY_BIT, event_keys
 from nextbuy.ingest.validate import MAX_ID_LENGTH, MS_THRESHOLD, check_interactions
-from nextbuy.schema import INTERACTION_COLUMNS
 
 # The ISO 8601 form trackers send (date, time, optional fraction and zone): read here as the
 # import's parser reads it; any other text takes the import's parser itself

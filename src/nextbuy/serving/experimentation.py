@@ -29,18 +29,18 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from nextbuy.config import load_settings
+from nextbuy.config.experiments import ExperimentConfig, VariantConfig
 from nextbuy.engine import Engine
 from nextbuy.errors import ConfigError, NextbuyError
 from nextbuy.experiments.assignment import unit_key
 from nextbuy.experiments.attribution import bandit_counts
 from nextbuy.experiments.bandit import experiment_allocation
-from nextbuy.experiments.config import ExperimentConfig, VariantConfig
 from nextbuy.experiments.registry import ExperimentRegistry
 from nextbuy.rules import PlacementConfig
 from nextbuy.serving import recommend
 from nextbuy.serving.assigner import CompiledAssigner
 from nextbuy.serving.exposures import Arm
-from nextbuy.serving.live import Live, Placement
+from nextbuy.serving.live import Live, Placement, build_placements, load_catalog
 from nextbuy.serving.recommend import Ask
 from nextbuy.serving.snapshot import build_serving_model
 from nextbuy.store.records import open_allocation_table
@@ -90,8 +90,6 @@ class Choice:
 
 def placement_overrides(variant: VariantConfig) -> dict[str, Placement]:
     """A variant's placements (rules, k, candidates), validated; ConfigError when invalid."""
-    from nextbuy.serving.state import build_placements
-
     configs: dict[str, PlacementConfig] = {}
     for name, value in (variant.placement_overrides or {}).items():
         try:
@@ -237,8 +235,6 @@ class ExperimentRuntime:
         return changed
 
     def _with_store_catalog(self, live: Live) -> Live:
-        from nextbuy.serving.state import load_catalog
-
         model = live.model
         return live.with_catalog(load_catalog(self.state.store, model.engine, model.data.item_ids))
 
@@ -250,8 +246,6 @@ class ExperimentRuntime:
         return None if version is None else version.name
 
     def _load_version(self, name: str) -> Live | None:
-        from nextbuy.serving.state import load_catalog
-
         settings, store = self.state.settings, self.state.store
         try:
             version = self.state.registry.get(name)

@@ -23,20 +23,20 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.content import infer_category
+from nextbuy.data.content import infer_category
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.hybrid.explain import ItemFacts, reasons
 from nextbuy.hybrid.model import CONTENT_SIMILARITY_WEIGHT, HybridModel
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineScored
-from nextbuy.matrix import InteractionMatrix
 from nextbuy.models import Recommender
 from nextbuy.models.base import entries
 from nextbuy.models.content_model import ContentModel
 from nextbuy.rules.base import positions_in
 from nextbuy.serving.online import shopper_key
 from nextbuy.serving.scoring import best_of
+from nextbuy.serving.segment import Segment
 
 if TYPE_CHECKING:
-    from nextbuy.serving.candidates import Segment
     from nextbuy.serving.live import Live
     from nextbuy.serving.metrics import Metrics
     from nextbuy.serving.shopper import Shopper
@@ -103,8 +103,6 @@ def personal_segment(
     live: Live, shopper: Shopper, n: int, exclude_seen: bool, metrics: Metrics | None = None
 ) -> Segment | None:
     """The pipeline's best n for this shopper, ranked on this request."""
-    from nextbuy.serving.candidates import Segment
-
     hybrid = hybrid_of(live.model.model)
     assert hybrid is not None
     online = hybrid.online

@@ -11,13 +11,19 @@ import itertools
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nextbuy.data.schema import category_levels
+from nextbuy.rules import PlacementConfig
 from nextbuy.rules.catalog import DAY_MS, ItemCatalog
-from nextbuy.schema import category_levels
+from nextbuy.serving.hybrid_scoring import new_items as hybrid_new_items
 from nextbuy.serving.snapshot import ServingModel
+
+if TYPE_CHECKING:
+    from nextbuy.engine import Engine
+    from nextbuy.store.base import Store
 
 FRESH_DEPTH = 200  # new arrivals kept, newest first
 CATEGORY_DEPTH = 500  # best sellers kept per category
@@ -88,9 +94,7 @@ class Live:
     @cached_property
     def new_items(self) -> Any:
         """Items added since training, encoded for the hybrid pipeline (None otherwise)."""
-        from nextbuy.serving.hybrid_scoring import new_items
-
-        return new_items(self)
+        return hybrid_new_items(self)
 
     def category_items(self, category: str) -> np.ndarray:
         """Best sellers of a category path or top-level category (unknown: none)."""
@@ -134,3 +138,33 @@ def _ranked_groups(
         vocab[sorted_codes[lo]]: order[lo : min(hi, lo + CATEGORY_DEPTH)].astype(np.int64)
         for lo, hi in itertools.pairwise(bounds)
     }
+
+
+def build_placements(configs: dict[str, PlacementConfig]) -> dict[str, Placement]:
+    return {
+        name: Placement(name, config.k, config.candidates, tuple(config.build()))
+        for name, config in configs.items()
+    }
+
+
+def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCatalog:
+    """The store's catalogue over the model's items.
+
+    Once a shop has a catalogue, it decides what may be recommended: a trained item that is
+    not (or no longer) in it, e.g. deleted through the API, is unavailable. Without any
+    catalogue every trained item is.
+    """
+    items = store.serving_items()
+    if items.empty:
+        return ItemCatalog.from_frame(engine.items, item_ids)
+    catalog = ItemCatalog.from_frame(items, item_ids)
+    listed = np.zeros(len(catalog), bool)
+    listed[[catalog.index[i] for i in items["item_id"].astype(str)]] = True
+    if listed.all():
+        return catalog
+    return replace(
+        catalog,
+        listed=catalog.listed & listed,
+        available=catalog.available & listed,
+        _masks={},
+    )

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nextbuy.schema import Onboarding
+from nextbuy.data.schema import Onboarding
 
 ID = Field(min_length=1, max_length=256)
 

@@ -30,17 +30,17 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from nextbuy.config import Settings
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.engine import Engine
 from nextbuy.errors import DataError, NextbuyError
-from nextbuy.matrix import InteractionMatrix
 from nextbuy.models import EASE, FrequentlyBoughtTogether, Recommender, TrendingModel
 from nextbuy.models.mf import _FactorModel
 from nextbuy.models.popularity import item_popularity
-from nextbuy.registry import Version
 from nextbuy.serving.hybrid_scoring import serving_lists
 from nextbuy.serving.scorer import Scorer
 from nextbuy.serving.scoring import contributions
 from nextbuy.store.base import Store
+from nextbuy.store.registry import Version
 
 log = logging.getLogger("nextbuy.serving")
 

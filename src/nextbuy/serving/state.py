@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -27,8 +26,6 @@ import pandas as pd
 from nextbuy.config import Settings, load_settings
 from nextbuy.engine import Engine
 from nextbuy.errors import NextbuyError
-from nextbuy.registry import ModelRegistry, Version
-from nextbuy.rules import PlacementConfig
 from nextbuy.rules.catalog import ItemCatalog
 from nextbuy.serving.candidate_refresh import CandidateRefresher
 from nextbuy.serving.erasures import Erasures
@@ -37,7 +34,7 @@ from nextbuy.serving.experimentation import ExperimentRuntime
 from nextbuy.serving.exposures import ExposureLog
 from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.keys import KeyStore
-from nextbuy.serving.live import Live, Placement
+from nextbuy.serving.live import Live, Placement, build_placements, load_catalog
 from nextbuy.serving.metrics import Metrics
 from nextbuy.serving.online import SESSION, USER, OnlineEvent, OnlineState, shopper_key
 from nextbuy.serving.profiles import Profiles
@@ -45,6 +42,7 @@ from nextbuy.serving.shopper import Shopper, resolve
 from nextbuy.serving.snapshot import ModelRejected, build_serving_model
 from nextbuy.store import open_store
 from nextbuy.store.base import Store, is_missing
+from nextbuy.store.registry import ModelRegistry, Version
 
 log = logging.getLogger("nextbuy.serving")
 
@@ -52,13 +50,6 @@ CatalogChange = Callable[[ItemCatalog], ItemCatalog]
 TICK_SECONDS = 0.25
 CONFIG_CHECK_SECONDS = 1.0
 FRESH_REFRESH_SECONDS = 60.0
-
-
-def build_placements(configs: dict[str, PlacementConfig]) -> dict[str, Placement]:
-    return {
-        name: Placement(name, config.k, config.candidates, tuple(config.build()))
-        for name, config in configs.items()
-    }
 
 
 class ServingState:
@@ -329,29 +320,6 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def load_catalog(store: Store, engine: Engine, item_ids: np.ndarray) -> ItemCatalog:
-    """The store's catalogue over the model's items.
-
-    Once a shop has a catalogue, it decides what may be recommended: a trained item that is
-    not (or no longer) in it, e.g. deleted through the API, is unavailable. Without any
-    catalogue every trained item is.
-    """
-    items = store.serving_items()
-    if items.empty:
-        return ItemCatalog.from_frame(engine.items, item_ids)
-    catalog = ItemCatalog.from_frame(items, item_ids)
-    listed = np.zeros(len(catalog), bool)
-    listed[[catalog.index[i] for i in items["item_id"].astype(str)]] = True
-    if listed.all():
-        return catalog
-    return replace(
-        catalog,
-        listed=catalog.listed & listed,
-        available=catalog.available & listed,
-        _masks={},
-    )
 
 
 def _millis(values: pd.Series) -> np.ndarray:

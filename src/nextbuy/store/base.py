@@ -6,13 +6,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
 import pyarrow as pa
 
-from nextbuy.schema import ITEM_COLUMNS
+from nextbuy.data.schema import ITEM_COLUMNS
 
 # The catalogue columns the server reads when it loads a model: all but the long free-form ones.
 SERVING_ITEM_COLUMNS: tuple[str, ...] = tuple(
@@ -113,18 +112,6 @@ class Store(Protocol):
     def imports(self) -> pd.DataFrame: ...
 
     def close(self) -> None: ...
-
-
-def open_store(url_or_path: str | Path) -> Store:
-    """Open a store by URL scheme; a bare path is an SQLite file."""
-    text = str(url_or_path)
-    if text.startswith(("postgres://", "postgresql://")):
-        from nextbuy.errors import ConfigError
-
-        raise ConfigError(f"{text}: the PostgreSQL store is not available in this version")
-    from nextbuy.store.sqlite import SQLiteStore
-
-    return SQLiteStore(Path(text.removeprefix("sqlite:///")))
 
 
 def is_missing(value: object) -> bool:

@@ -25,8 +25,8 @@ from nextbuy.choice.trials import Trial
 from nextbuy.config import AUTO_MODEL, Settings
 from nextbuy.engine import Engine, model_params, rating_values
 from nextbuy.errors import DataError
-from nextbuy.registry import ModelRegistry, Version
 from nextbuy.store.base import Store
+from nextbuy.store.registry import ModelRegistry, Version
 
 Step = Callable[[str], None]
 IN_SERVICE = "in service"

@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from nextbuy.config.experiments import ExperimentConfig
 from nextbuy.errors import NotFoundError
-from nextbuy.experiments.config import ExperimentConfig
 from nextbuy.experiments.registry import parse_experiment
+from nextbuy.experiments.reporting import experiment_results
 from nextbuy.serving.responses import JSONResponse, problem
 from nextbuy.serving.state import ServingState
 
@@ -89,8 +90,6 @@ async def results(request: Request, name: Name) -> JSONResponse:
     """The analysis: per variant impressions, CTR, add-to-cart rate, conversion, revenue per
     visitor and AOV with CIs, lifts and p-values (always-valid ones decide significance),
     SRM, power, lift over time, traffic split, segments, shadow lists, position bias."""
-    from nextbuy.experiments.reporting import experiment_results
-
     state = _state(request)
     await run_in_threadpool(state.exposures.flush)
     settings = state.settings

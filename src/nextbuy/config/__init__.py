@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nextbuy.config.experiments import ExperimentConfig, ExperimentsConfig
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS, STANDARD_EVENT_TYPES
 from nextbuy.errors import ConfigError
-from nextbuy.experiments.config import ExperimentConfig, ExperimentsConfig
 from nextbuy.rules import DEFAULT_PLACEMENTS, PlacementConfig, with_default_placements
-from nextbuy.schema import DEFAULT_EVENT_WEIGHTS, STANDARD_EVENT_TYPES
 
 CONFIG_FILENAME = "nextbuy.toml"
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 
+import uvicorn
 from threadpoolctl import threadpool_limits
 
 from nextbuy.config import Settings
 from nextbuy.errors import ConfigError
+from nextbuy.server.app import create_app
+from nextbuy.serving.keys import KeyStore
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 log = logging.getLogger("nextbuy.serving")
@@ -25,11 +28,6 @@ def check_host(host: str, development: bool) -> None:
 
 def run_server(settings: Settings, host: str, port: int) -> None:
     """Serve until interrupted (blocking)."""
-    import uvicorn
-
-    from nextbuy.serving.app import create_app
-    from nextbuy.serving.keys import KeyStore
-
     check_host(host, not KeyStore(settings.store_path).any_keys())
     # Requests multiply small matrices (a fold-in, a pool of a few hundred items), where
     # BLAS threads only add wake-up latency (measured: 2x), and one process shares its cores

