@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.content import ContentFeatures
+from nextbuy.data.content import ContentFeatures
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError, DataError
-from nextbuy.matrix import InteractionMatrix
-from nextbuy.models import create_model
+from nextbuy.models import create_model, model_class
 from nextbuy.models.base import Recommender, TopK
 from nextbuy.models.content_model import ContentModel, FactorMapping, extend_factors
 
@@ -227,7 +227,8 @@ class Generator(ABC):
 
 
 class ModelGenerator(Generator):
-    """A registry model used as it is (ease, itemknn, trending, buy_again, ...)."""
+    """A registry model used as it is (ease, itemknn, trending, buy_again, or any model
+    registered by its name)."""
 
     MODEL_OF: ClassVar[dict[str, str]] = {
         "ease": "ease",
@@ -240,7 +241,8 @@ class ModelGenerator(Generator):
     def fit(
         self, data: InteractionMatrix, items: pd.DataFrame | None, content: ContentFeatures | None
     ) -> None:
-        self.model = create_model(self.MODEL_OF[self.name], **self.params).fit(data, items)
+        name = self.MODEL_OF.get(self.name, self.name)
+        self.model = create_model(name, **self.params).fit(data, items)
 
 
 class RecentGenerator(ModelGenerator):
@@ -322,10 +324,16 @@ class GeneratorSpec:
     half_life_days: float | str | None = "default"
 
     def build(self) -> Generator:
-        if self.name not in GENERATOR_CLASSES:
+        """The generator of this name, or a registered model proposing its top items."""
+        cls = GENERATOR_CLASSES.get(self.name)
+        if cls is None and model_class(self.name) is not None:
+            cls = ModelGenerator
+        if cls is None:
             known = ", ".join(GENERATOR_NAMES)
-            raise ConfigError(f"unknown candidate generator {self.name!r}; known: {known}")
-        return GENERATOR_CLASSES[self.name](self.name, self.n, self.params, self.half_life_days)
+            raise ConfigError(
+                f"unknown candidate generator {self.name!r}; known: {known}, or any model name"
+            )
+        return cls(self.name, self.n, self.params, self.half_life_days)
 
 
 def generate(

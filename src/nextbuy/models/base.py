@@ -128,6 +128,14 @@ class Recommender(ABC):
             blocks.append(top_k(scores, k))
         return _stack(blocks, k)
 
+    def contributions(
+        self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """(len(targets), len(hist)): how much each history item (model indices, with their
+        weights) adds to each target's score, behind "because you bought X" reasons; None
+        when the model has no notion of item-to-item influence."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """The constructor arguments, as JSON-ready values."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]

@@ -77,6 +77,16 @@ class Blend(Recommender):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return self._combine([m._similar(items) if w else None for w, m in self._pairs()])
 
+    def contributions(
+        self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """The first weighted member that can say which history item led to a target."""
+        for weight, member in self._pairs():
+            found = member.contributions(hist, weights, targets) if weight else None
+            if found is not None:
+                return found
+        return None
+
     def _pairs(self) -> list[tuple[float, Recommender]]:
         return list(zip(self.weights, self.models, strict=True))
 

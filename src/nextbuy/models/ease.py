@@ -100,6 +100,32 @@ class EASE(Recommender):
         scores[known] = block
         return scores
 
+    def contributions(
+        self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """Exact: B[h, t] × the history weight; items EASE pruned add nothing."""
+        if not len(hist) or not len(targets):
+            return None
+        position = self.row_positions
+        rows, cols = position[hist], position[targets]
+        if (rows >= 0).all() and (cols >= 0).all():  # the usual case: no pruned items
+            return (self.weights[rows[:, None], cols[None, :]].T * weights).astype(np.float32)
+        out = np.zeros((len(targets), len(hist)), np.float32)
+        ok_r, ok_c = rows >= 0, cols >= 0
+        if ok_r.any() and ok_c.any():
+            block = self.weights[rows[ok_r][:, None], cols[ok_c][None, :]].T
+            out[np.ix_(ok_c, ok_r)] = block * weights[ok_r]
+        return out
+
+    @property
+    def row_positions(self) -> np.ndarray:
+        """`positions()` computed once per fitted state (requests look it up every time)."""
+        cached = self.__dict__.get("_row_positions")
+        if cached is None or cached[0] is not self.kept:
+            cached = (self.kept, self.positions())
+            self._row_positions = cached
+        return cached[1]
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"kept": self.kept, "weights": self.weights}
 

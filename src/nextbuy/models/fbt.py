@@ -137,6 +137,15 @@ class FrequentlyBoughtTogether(Recommender):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return sparse_scores(self._metric[items])
 
+    def contributions(
+        self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """The association of each history item with each target (weights do not scale it:
+        a basket counts each item once)."""
+        if not len(hist) or not len(targets):
+            return None
+        return self._metric[hist][:, targets].toarray().T.astype(np.float32)
+
     def _state(self) -> dict[str, np.ndarray]:
         return {
             **pack_csr("support", self.support),

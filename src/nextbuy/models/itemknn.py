@@ -86,6 +86,15 @@ class ItemKNN(Recommender):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return sparse_scores(self.similarity[items])
 
+    def contributions(
+        self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """Exact: similarity[h, t] × the history weight."""
+        if not len(hist) or not len(targets):
+            return None
+        block = self.similarity[hist][:, targets].toarray().T
+        return (block * weights).astype(np.float32)
+
     def _state(self) -> dict[str, np.ndarray]:
         return pack_csr("similarity", self.similarity)
 

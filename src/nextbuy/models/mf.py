@@ -130,6 +130,27 @@ class _FactorModel(Recommender):
         scores[:, ~self.trained] = -np.inf
         return scores
 
+    def contributions(
+        self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray | None:
+        """The cosine of item factors: factor models hold no item-to-item weights."""
+        if not len(hist) or not len(targets):
+            return None
+        unit = self.unit_item_factors()
+        return unit[targets] @ unit[hist].T
+
+    def unit_item_factors(self) -> np.ndarray:
+        """Item factors scaled to length 1, computed once per fitted state (requests compare
+        them)."""
+        cached = self.__dict__.get("_unit_factors")
+        if cached is None or cached[0] is not self.item_factors:
+            emb = self._embeddings()
+            norms = np.linalg.norm(emb, axis=1)
+            unit = (emb / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+            cached = (self.item_factors, unit)
+            self._unit_factors = cached
+        return cached[1]
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.item_factors, "trained": self.trained}
 

@@ -21,7 +21,7 @@ from nextbuy.serving.explain import explain
 from nextbuy.serving.hybrid_scoring import new_item_neighbours, similar_with_new
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.online import OnlineEvent
-from nextbuy.serving.scoring import contributions, top_for_history
+from nextbuy.serving.scoring import top_for_history
 from nextbuy.serving.shopper import Shopper
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def _cart_segment(live: Live, cart_items: np.ndarray, n: int) -> gen.Segment | N
     items, scores = top_for_history(fbt, cart_items, ones, n, cart_items)
     if not len(items):
         return None
-    found = contributions(fbt, cart_items, ones, items)
+    found = fbt.contributions(cart_items, ones, items)
     anchors = {}
     if found is not None:
         best = cart_items[np.argmax(found, axis=1)]

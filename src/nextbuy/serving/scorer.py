@@ -24,7 +24,7 @@ from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recom
 from nextbuy.models.blend import normalise_rows
 from nextbuy.models.mf import ALSModel, BPRModel, _FactorModel, implicit_fold_in, implicit_gram
 from nextbuy.serving.hybrid_scoring import pool_scores
-from nextbuy.serving.scoring import best_of, history_row, unit_factors
+from nextbuy.serving.scoring import best_of, history_row
 
 
 def summed(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,10 +159,10 @@ class Scorer:
             grams[regularization] = found
         return found
 
-    @cached_property
+    @property
     def _ease_position(self) -> np.ndarray:
         assert isinstance(self.model, EASE)
-        return self.model.positions()
+        return self.model.row_positions
 
     # -- neighbours ---------------------------------------------------------------------------
     def similar(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +170,7 @@ class Scorer:
         model = self.model
         if isinstance(model, _FactorModel):
             # the model's own similar_items normalises every item vector on each call
-            unit = unit_factors(model)
+            unit = model.unit_item_factors()
             scores = (unit @ unit[item]).astype(np.float32)
             scores[~model.trained] = -np.inf
             scores[item] = -np.inf

@@ -1,30 +1,14 @@
-"""Scoring one history row at request time, and which history item explains a recommendation.
+"""Scoring one history row at request time.
 
 All indices here are the model's item indices (columns of the training matrix).
 """
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import scipy.sparse as sp
 
-from nextbuy.models import EASE, Blend, FrequentlyBoughtTogether, ItemKNN, Recommender
-from nextbuy.models.mf import _FactorModel
-
-_UNIT_FACTORS: weakref.WeakKeyDictionary[_FactorModel, np.ndarray] = weakref.WeakKeyDictionary()
-
-
-def unit_factors(model: _FactorModel) -> np.ndarray:
-    """Item factors scaled to length 1, once per loaded model (requests compare them)."""
-    found = _UNIT_FACTORS.get(model)
-    if found is None:
-        emb = model._embeddings()
-        norms = np.linalg.norm(emb, axis=1)
-        found = (emb / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
-        _UNIT_FACTORS[model] = found
-    return found
+from nextbuy.models import Recommender
 
 
 def history_row(n_items: int, cols: np.ndarray, vals: np.ndarray) -> sp.csr_matrix:
@@ -74,46 +58,3 @@ def score_items(
         return np.full(len(items), -np.inf, np.float32)
     scores = model.score(history_row(model.n_items, cols, vals))[0]
     return scores[items].astype(np.float32)
-
-
-def contributions(
-    model: Recommender,
-    hist: np.ndarray,
-    weights: np.ndarray,
-    targets: np.ndarray,
-    ease_position: np.ndarray | None = None,
-) -> np.ndarray | None:
-    """(len(targets), len(hist)): how much each history item adds to each target's score.
-
-    Exact for the linear item-item models (EASE, item kNN, fbt); for factor models the
-    cosine of item factors. None when the model has no notion of item-to-item influence.
-    """
-    if not len(hist) or not len(targets):
-        return None
-    if isinstance(model, Blend):
-        # the first member that can say which history item led to a target explains the blend
-        for weight, member in zip(model.weights, model.models, strict=True):
-            found = contributions(member, hist, weights, targets) if weight else None
-            if found is not None:
-                return found
-        return None
-    if isinstance(model, EASE):
-        position = ease_position if ease_position is not None else model.positions()
-        rows, cols = position[hist], position[targets]
-        if (rows >= 0).all() and (cols >= 0).all():  # the usual case: no pruned items
-            return (model.weights[rows[:, None], cols[None, :]].T * weights).astype(np.float32)
-        out = np.zeros((len(targets), len(hist)), np.float32)
-        ok_r, ok_c = rows >= 0, cols >= 0
-        if ok_r.any() and ok_c.any():
-            block = model.weights[rows[ok_r][:, None], cols[ok_c][None, :]].T
-            out[np.ix_(ok_c, ok_r)] = block * weights[ok_r]
-        return out
-    if isinstance(model, ItemKNN):
-        block = model.similarity[hist][:, targets].toarray().T
-        return (block * weights).astype(np.float32)
-    if isinstance(model, FrequentlyBoughtTogether):
-        return model._metric[hist][:, targets].toarray().T.astype(np.float32)
-    if isinstance(model, _FactorModel):
-        unit = unit_factors(model)
-        return unit[targets] @ unit[hist].T
-    return None

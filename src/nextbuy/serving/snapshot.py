@@ -33,12 +33,11 @@ from nextbuy.config import Settings
 from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.engine import Engine
 from nextbuy.errors import DataError, NextbuyError
-from nextbuy.models import EASE, FrequentlyBoughtTogether, Recommender, TrendingModel
+from nextbuy.models import FrequentlyBoughtTogether, Recommender, TrendingModel
 from nextbuy.models.mf import _FactorModel
 from nextbuy.models.popularity import item_popularity
 from nextbuy.serving.hybrid_scoring import serving_lists
 from nextbuy.serving.scorer import Scorer
-from nextbuy.serving.scoring import contributions
 from nextbuy.store.base import Store
 from nextbuy.store.registry import Version
 
@@ -148,8 +147,8 @@ class ServingModel:
     def contributions(
         self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
     ) -> np.ndarray | None:
-        """How much each history item adds to each target's score (see scoring)."""
-        return contributions(self.model, hist, weights, targets, self._ease_position)
+        """How much each history item adds to each target's score (the model says)."""
+        return self.model.contributions(hist, weights, targets)
 
     def _partners(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """fbt keeps each item's best partners as one sparse row: sort it, no catalogue pass."""
@@ -169,10 +168,6 @@ class ServingModel:
     @cached_property
     def popular_ranked_scores(self) -> np.ndarray:
         return self.popularity[self.popular]
-
-    @cached_property
-    def _ease_position(self) -> np.ndarray | None:
-        return self.model.positions() if isinstance(self.model, EASE) else None
 
     def precomputed(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         row = self.data.user_index.get(user_id)
