@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from context_shop import device_shop
 from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.datasets import SyntheticShop
 from nextbuy.evaluation import metrics
@@ -25,7 +26,8 @@ from nextbuy.hybrid import (
 )
 from nextbuy.hybrid.candidates import MISSING_RANK, CandidateSet, GeneratorSpec
 from nextbuy.hybrid.explain import ItemFacts, reasons
-from nextbuy.hybrid.features import before, feature_names
+from nextbuy.hybrid.features import RequestContext, before, feature_names
+from nextbuy.hybrid.online import OnlineRanker
 from nextbuy.models.base import TopK
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
@@ -361,3 +363,37 @@ def test_repeat_protocol_may_recommend_what_a_customer_buys_again(
     again = [i in owned[u] for u, i in zip(recs["user_id"], recs["item_id"], strict=True)]
     assert any(again)
     assert "buy_again" in hybrid.stage.generators[-1].name  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- request context
+
+
+def test_the_ranker_learns_the_device_context_from_events_and_ranks_by_it() -> None:
+    events, items = device_shop()
+    config = HybridConfig(
+        generators=[GeneratorSpec("trending", 60, {}), GeneratorSpec("itemknn", 60, {})],
+        label_days=15,
+        label_windows=3,
+        ranker_params={"n_estimators": 60},
+        embeddings="none",
+        protocol="repeat",
+    )
+    hybrid = HybridRecommender(config).fit(events, items)
+    users = list(pd.unique(events["user_id"])[:100])
+    dear = {}
+    for device in ("mobile", "desktop"):
+        recs = hybrid.recommend(users, k=10, context=RequestContext(device=device))
+        dear[device] = recs["item_id"].str[1:].astype(int).ge(60).mean()
+    assert dear["mobile"] < 0.3 and dear["desktop"] > 0.7, dear
+    assert OnlineRanker(hybrid).reads_context
+
+
+def test_without_context_in_the_events_lists_never_depend_on_the_device(fitted: tuple) -> None:
+    hybrid, events, _, _ = fitted
+    users = list(pd.unique(events["user_id"])[:20])
+    lists = [
+        hybrid.recommend(users, k=10, context=RequestContext(device=d))["item_id"].tolist()
+        for d in ("mobile", "desktop")
+    ]
+    assert lists[0] == lists[1]
+    assert not OnlineRanker(hybrid).reads_context

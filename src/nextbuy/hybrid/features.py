@@ -20,6 +20,7 @@ Feature groups (names in `FEATURE_GROUPS`):
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ PAIR_FEATURES: tuple[str, ...] = (
     "category_days_since",
 )
 CONTEXT_FEATURES: tuple[str, ...] = ("hour", "weekday", "device", "placement")
+CONTEXT_KEYS: tuple[str, ...] = ("device", "placement")  # read from events' context
 
 
 RequestTime = pd.Timestamp | str | Sequence[pd.Timestamp] | None
@@ -109,7 +111,48 @@ def prepare_events(events: pd.DataFrame, weights: Mapping[str, float]) -> pd.Dat
     quantity = events["quantity"] if "quantity" in events else pd.Series(1.0, index=events.index)
     out["quantity"] = pd.to_numeric(quantity, errors="coerce").fillna(1.0).abs().to_numpy()
     out["basket"] = _baskets(events, out)
+    if "context" in events and events["context"].notna().any():
+        for key, values in _context_values(events["context"]).items():
+            out[key] = values
     return out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _context_values(context: pd.Series) -> dict[str, np.ndarray]:
+    """The device and placement named in each event's context (JSON text or a dict), None
+    where absent; parsed once per distinct context, as a shop sends few of them."""
+    distinct = pd.unique(context.dropna().astype(str))
+    parsed = {text: _context_dict(text) for text in distinct}
+    if not any(parsed.values()):
+        return {}  # contexts without a device or placement: nothing for the ranker
+    keys = context.astype(object).where(context.notna(), None)
+    out = {}
+    for key in CONTEXT_KEYS:
+        lookup = {text: found.get(key) for text, found in parsed.items()}
+        out[key] = keys.map(lambda t, lookup=lookup: lookup.get(str(t)) if t else None)
+        out[key] = out[key].to_numpy(dtype=object)
+    return out
+
+
+def _context_dict(text: str) -> dict[str, str]:
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: str(v) for k, v in found.items() if k in CONTEXT_KEYS and v not in (None, "")}
+
+
+def label_contexts(later: pd.DataFrame, user_ids: Sequence[str]) -> list[RequestContext] | None:
+    """Per user, the context of their first positive event in `later`: where they were when
+    they acted on what a list would have shown (None when events carry no context)."""
+    if not all(key in later for key in CONTEXT_KEYS):
+        return None
+    acted = later.loc[later["weight"] > 0].drop_duplicates("user_id")
+    first = acted.set_index("user_id")[list(CONTEXT_KEYS)]
+    found = first.reindex(pd.Index(np.asarray(user_ids, dtype=object)))
+    found = found.astype(object).where(found.notna(), None)
+    return [RequestContext(d, p) for d, p in found.itertuples(index=False)]
 
 
 def _baskets(events: pd.DataFrame, out: pd.DataFrame) -> np.ndarray:
@@ -286,9 +329,10 @@ class FeatureBuilder:
         *,
         extra_events: pd.DataFrame | None = None,
         now: RequestTime = None,
-        context: RequestContext | None = None,
+        context: RequestContext | Sequence[RequestContext] | None = None,
     ) -> pd.DataFrame:
-        """One row of features per candidate, columns in `feature_names(generators)` order."""
+        """One row of features per candidate, columns in `feature_names(generators)` order;
+        `context` is the request's, or one per user (training examples)."""
         user_ids = np.asarray(user_ids, dtype=object)
         mine, when = self.user_events(user_ids, extra_events, now)
         frame = _generator_features(candidates)
@@ -300,12 +344,16 @@ class FeatureBuilder:
         for name in USER_FEATURES:
             frame[name] = stats.user[name][rows]
         frame = frame.assign(**stats.pair_features(rows, items))
-        context = context or RequestContext()
         moments = pd.DatetimeIndex(when[rows])
         frame["hour"] = moments.hour.to_numpy(np.float64)
         frame["weekday"] = moments.day_of_week.to_numpy(np.float64)
-        frame["device"] = _code(context.device)
-        frame["placement"] = _code(context.placement)
+        if context is None or isinstance(context, RequestContext):
+            context = context or RequestContext()
+            frame["device"] = _code(context.device)
+            frame["placement"] = _code(context.placement)
+        else:
+            frame["device"] = np.array([_code(c.device) for c in context])[rows]
+            frame["placement"] = np.array([_code(c.placement) for c in context])[rows]
         return frame
 
     def labels(

@@ -167,6 +167,10 @@ class HybridModel(Recommender):
         return self._online
 
     # -- whole lists for known users -------------------------------------------------------------
+    @property
+    def reads_request_context(self) -> bool:
+        return self.hybrid is not None and self.online.reads_context
+
     def recommend_users(self, user_ids: Sequence[str], k: int) -> TopK:
         """The pipeline's best k per user id (model indices, ordering scores)."""
         blocks = []

@@ -36,6 +36,7 @@ from nextbuy.hybrid.candidates import (
     merge,
 )
 from nextbuy.hybrid.features import (
+    CONTEXT_KEYS,
     DAY_NS,
     ITEM_FEATURES,
     PURCHASE,
@@ -165,6 +166,12 @@ class OnlineRanker:
         split = self.booster.feature_importance("split", iteration=self.best_iteration)
         self.split_features = np.asarray(split) > 0
         self.feature_order = list(ranker.features)
+        # lists depend on the request's device or placement only where a tree splits on one
+        self.reads_context = any(
+            self.split_features[self.feature_order.index(key)]
+            for key in CONTEXT_KEYS
+            if key in self.feature_order
+        )
         builder = stage.features
         self.builder = builder
         self.cutoff_ns = int(builder.cutoff.value)

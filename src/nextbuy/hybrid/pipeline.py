@@ -53,6 +53,7 @@ from nextbuy.hybrid.features import (
     RequestContext,
     RequestTime,
     before,
+    label_contexts,
     prepare_events,
 )
 from nextbuy.hybrid.objective import ValueObjective, rank_groups
@@ -232,7 +233,7 @@ class Stage:
         user_ids: Sequence[str],
         extra_events: pd.DataFrame | None = None,
         now: RequestTime = None,
-        context: RequestContext | None = None,
+        context: RequestContext | Sequence[RequestContext] | None = None,
     ) -> tuple[CandidateSet, pd.DataFrame, CandidateRequest]:
         """Merged candidates of these users, their ranker features and the default request."""
         requests = self.request(user_ids, extra_events, now)
@@ -404,7 +405,8 @@ class HybridRecommender:
             ):
                 if not len(users):
                     continue
-                candidates, frame, _ = stage.candidates(users, extra, now)
+                contexts = label_contexts(later, users)
+                candidates, frame, _ = stage.candidates(users, extra, now, contexts)
                 frames.append(frame)
                 labels.append(stage.features.labels(candidates, users, later))
                 groups.append(candidates.group_sizes())

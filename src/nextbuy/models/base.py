@@ -128,6 +128,12 @@ class Recommender(ABC):
             blocks.append(top_k(scores, k))
         return _stack(blocks, k)
 
+    @property
+    def reads_request_context(self) -> bool:
+        """Whether the request's device and placement can change this model's ranking; then
+        each request is ranked in its context instead of read from a precomputed list."""
+        return False
+
     def contributions(
         self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
     ) -> np.ndarray | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nextbuy.hybrid.features import RequestContext as RankingContext
 from nextbuy.rules import Candidates
 from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
@@ -55,18 +56,25 @@ class Merged:
 
 
 def personal(
-    live: Live, shopper: Shopper, n: int, exclude_seen: bool, metrics: Metrics | None = None
+    live: Live,
+    shopper: Shopper,
+    n: int,
+    exclude_seen: bool,
+    metrics: Metrics | None = None,
+    context: RankingContext | None = None,
 ) -> Segment | None:
-    """The model's top n: precomputed when nothing happened since training, else rescored."""
+    """The model's top n: precomputed when nothing happened since training and the model's
+    ranking does not depend on the request's context, else ranked for this request."""
     if not shopper.personal or not shopper.has_history:
         return None
     found = None
     if shopper.trained and shopper.user_id is not None:
         found = live.model.precomputed(shopper.user_id)
-        if found is not None and not shopper.recent:
+        in_context = context is not None and live.model.model.reads_request_context
+        if found is not None and not shopper.recent and not in_context:
             return Segment(found[0][:n], found[1][:n], "personal")
     if hybrid_of(live.model.model) is not None:  # the pipeline proposes its own candidates
-        return personal_segment(live, shopper, n, exclude_seen, metrics)
+        return personal_segment(live, shopper, n, exclude_seen, metrics, context)
     pool = candidate_pool(live, shopper, None if found is None else found[0])
     scores = live.model.scorer.score(shopper.cols, shopper.vals, pool)
     if exclude_seen:

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from nextbuy.data.content import infer_category
 from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.hybrid.explain import ItemFacts, reasons
+from nextbuy.hybrid.features import RequestContext
 from nextbuy.hybrid.model import CONTENT_SIMILARITY_WEIGHT, HybridModel
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineScored
 from nextbuy.models import Recommender
@@ -100,16 +101,21 @@ class Ranked:
 
 
 def personal_segment(
-    live: Live, shopper: Shopper, n: int, exclude_seen: bool, metrics: Metrics | None = None
+    live: Live,
+    shopper: Shopper,
+    n: int,
+    exclude_seen: bool,
+    metrics: Metrics | None = None,
+    context: RequestContext | None = None,
 ) -> Segment | None:
-    """The pipeline's best n for this shopper, ranked on this request."""
+    """The pipeline's best n for this shopper, ranked on this request in its context."""
     hybrid = hybrid_of(live.model.model)
     assert hybrid is not None
     online = hybrid.online
     user, fresh = pipeline_inputs(shopper)
     new_index, new = _new_candidates(live, shopper)
     who = shopper_key(shopper.user_id, shopper.session_id)
-    scored = online.score(user, fresh, time.time_ns(), new=new, cache_as=who)
+    scored = online.score(user, fresh, time.time_ns(), context, new=new, cache_as=who)
     if metrics is not None:
         outcome = "ranked_ahead" if scored.generated_before else "generated_inline"
         metrics.candidate_sets.labels(outcome).inc()

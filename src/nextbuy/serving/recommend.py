@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nextbuy.errors import DataError, NotFoundError
+from nextbuy.hybrid.features import RequestContext as RankingContext
 from nextbuy.rules import Candidates, RequestContext, apply_rules
 from nextbuy.serving import candidates as gen
 from nextbuy.serving.explain import explain
@@ -69,7 +70,9 @@ def for_user(state: ServingState, live: Live, ask: Ask) -> dict[str, Any]:
         exclude_seen = state.settings.training.excludes_seen(live.model.meta)
         segments += [
             gen.complements(live, shopper),
-            gen.personal(live, shopper, n, exclude_seen, state.metrics),
+            gen.personal(
+                live, shopper, n, exclude_seen, state.metrics, _ranking_context(ask, placement)
+            ),
         ]
     else:
         fallback = _fallback_kind(shopper, ask)
@@ -80,6 +83,11 @@ def for_user(state: ServingState, live: Live, ask: Ask) -> dict[str, Any]:
     if fallback is not None:
         state.metrics.cold_start.labels(fallback).inc()
     return _finish(state, live, placement, k, n, shopper, segments, ask)
+
+
+def _ranking_context(ask: Ask, placement: Placement) -> RankingContext:
+    """What a context-aware model ranks with: the request's device and its placement."""
+    return RankingContext(device=ask.context.get("device"), placement=placement.name)
 
 
 def _fallback_kind(shopper: Shopper, ask: Ask) -> str:
