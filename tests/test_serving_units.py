@@ -15,6 +15,7 @@ from nextbuy.data.matrix import InteractionMatrix, build_matrix
 from nextbuy.datasets import load_sample_shop
 from nextbuy.errors import DataError, NotFoundError
 from nextbuy.models import create_model
+from nextbuy.models.base import history_row
 from nextbuy.rules.catalog import ItemCatalog
 from nextbuy.server.run import check_host
 from nextbuy.serving.candidates import merge
@@ -23,8 +24,6 @@ from nextbuy.serving.events import EventErrors, checked_rows, clean_rows, parse_
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.online import OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
-from nextbuy.serving.scorer import Scorer
-from nextbuy.serving.scoring import history_row
 from nextbuy.serving.segment import Segment
 from nextbuy.store.sqlite import SQLiteStore
 
@@ -229,7 +228,8 @@ def test_pool_scores_equal_the_models_own_scores(
     model = create_model(name, **params).fit(small_matrix)
     # a hot block that covers part of the pool and items outside it
     hot_items = np.arange(small_matrix.n_items)[::-3][:50] if hot else None
-    scorer = Scorer(model, hot=hot_items)
+    if hot_items is not None:
+        model.keep_contiguous(hot_items)
     pool = np.arange(0, small_matrix.n_items, 2)
     for user in range(0, 60, 7):
         row = small_matrix.matrix[user]
@@ -237,7 +237,7 @@ def test_pool_scores_equal_the_models_own_scores(
         # the same item twice (trained row + a new event) counts as its summed weight
         cols, vals = np.append(cols, cols[:1]), np.append(vals, np.float32(1.0))
         full = model.score(history_row(model.n_items, cols, vals))[0][pool]
-        mine = scorer.score(cols, vals, pool)
+        mine = model.pool_scores(cols, vals, pool)
         assert np.array_equal(np.isfinite(full), np.isfinite(mine))
         finite = np.isfinite(full)
         np.testing.assert_allclose(mine[finite], full[finite], rtol=2e-4, atol=2e-5)

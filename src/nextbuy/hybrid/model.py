@@ -265,6 +265,23 @@ class HybridModel(Recommender):
             ).astype(np.float32)
         return out
 
+    def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """The pipeline's ordering scores of `pool` for an anonymous history, ranked online
+        with the pool joining the generators' candidates."""
+        online = self.online
+        n_stage = online.n_items
+        keep = cols < n_stage
+        inside = pool < n_stage
+        scored = online.score(None, extra_history=(cols[keep], vals[keep]), pool=pool[inside])
+        out = np.full(len(pool), -np.inf, np.float32)
+        items = scored.candidates.items
+        at = np.searchsorted(items, pool[inside])
+        found = (at < len(items)) & (items[np.minimum(at, len(items) - 1)] == pool[inside])
+        values = np.full(int(inside.sum()), -np.inf)
+        values[found] = scored.order[at[found]]
+        out[inside] = values
+        return out
+
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Item kNN similarity (what the shoppers did), scaled to 1 for each item's closest,
         plus a share of content cosine (what the items are)."""

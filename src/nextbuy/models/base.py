@@ -55,6 +55,8 @@ class Recommender(ABC):
     # True for models that learn from dated events rather than the matrix (the hybrid):
     # the Engine then calls their `fit_events` instead of `fit`.
     needs_events: ClassVar[bool] = False
+    # whether `similar_to` costs little: factor models compare an item with every other one
+    cheap_similar: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.item_ids: np.ndarray | None = None
@@ -128,6 +130,30 @@ class Recommender(ABC):
             blocks.append(top_k(scores, k))
         return _stack(blocks, k)
 
+    # -- one request: a pool of candidates for one history, one item's neighbours -----------
+    def pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """float32 scores of `pool` for one history (model indices with weights; an item
+        listed twice counts with its summed weight); -inf where the model cannot score."""
+        if not len(cols) or not len(pool):
+            return np.full(len(pool), -np.inf, np.float32)
+        cols, vals = summed(cols, vals)
+        return self._pool_scores(cols, vals, np.asarray(pool, np.int64))
+
+    def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Score the catalogue and index: families with an exact cheaper way override this."""
+        scores = self.score(history_row(self.n_items, cols, vals))[0]
+        return scores[pool].astype(np.float32)
+
+    def similar_to(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n items most like `item`: model indices and scores, best first."""
+        top = self.similar_items(np.asarray([item]), n)
+        valid = top.items[0] >= 0
+        return top.items[0][valid], top.scores[0][valid]
+
+    def keep_contiguous(self, items: np.ndarray) -> None:  # noqa: B027 - a hint most ignore
+        """Items most pools hold (the popular head): a model may keep their rows together,
+        as gathering thousands of scattered rows costs more than the arithmetic."""
+
     @property
     def reads_request_context(self) -> bool:
         """Whether the request's device and placement can change this model's ranking; then
@@ -192,6 +218,49 @@ class Recommender(ABC):
         elif rows.shape[1] < n:
             rows = sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=(rows.shape[0], n))
         return rows
+
+
+def summed(cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Repeated items (trained row + new events) as one entry with the summed weight."""
+    if len(cols) < 2:
+        return cols.astype(np.int64), vals.astype(np.float64)
+    unique, inverse = np.unique(cols, return_inverse=True)
+    return unique.astype(np.int64), np.bincount(inverse, weights=vals).astype(np.float64)
+
+
+def history_row(n_items: int, cols: np.ndarray, vals: np.ndarray) -> sp.csr_matrix:
+    """A 1 × n_items CSR row; repeated columns are summed."""
+    row = sp.csr_matrix(
+        (vals.astype(np.float32), (np.zeros(len(cols), np.int64), cols.astype(np.int64))),
+        shape=(1, n_items),
+    )
+    row.sum_duplicates()
+    return row
+
+
+def best_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the n highest finite scores of a vector, best first."""
+    n = min(n, len(scores))
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    picked = scores[part]
+    order = np.lexsort((part, -picked))
+    items, best = part[order].astype(np.int64), picked[order].astype(np.float32)
+    finite = np.isfinite(best)
+    return items[finite], best[finite]
+
+
+def sparse_pool_scores(
+    matrix: sp.csr_matrix, weights: np.ndarray, cols: np.ndarray, pool: np.ndarray
+) -> np.ndarray:
+    """weights · matrix[cols] at `pool`: the history items' sparse rows only; -inf where no
+    history item reaches a pool item."""
+    row = sp.csr_matrix(weights[None, :]) @ matrix[cols]
+    dense = np.asarray(row[:, pool].todense(), np.float32).ravel()
+    hit = np.zeros(len(pool), bool)
+    hit[np.isin(pool, row.indices)] = True
+    return np.where(hit, dense, -np.inf).astype(np.float32)
 
 
 def top_k(scores: np.ndarray, k: int) -> TopK:

@@ -77,6 +77,24 @@ class Blend(Recommender):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return self._combine([m._similar(items) if w else None for w, m in self._pairs()])
 
+    def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Each member's pool scores, normalised over the pool (a full score normalises over
+        the whole catalogue: the one approximation of the pool path)."""
+        total = np.zeros(len(pool), np.float32)
+        reachable = np.zeros(len(pool), bool)
+        for weight, member in self._pairs():
+            if not weight:
+                continue
+            scores = member.pool_scores(cols, vals, pool)[None, :]
+            reachable |= np.isfinite(scores[0])
+            total += np.float32(weight) * normalise_rows(scores, self.normalise)[0]
+        total[~reachable] = -np.inf
+        return total
+
+    def keep_contiguous(self, items: np.ndarray) -> None:
+        for _, member in self._pairs():
+            member.keep_contiguous(items)
+
     def contributions(
         self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
     ) -> np.ndarray | None:

@@ -100,6 +100,25 @@ class EASE(Recommender):
         scores[known] = block
         return scores
 
+    def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """The pool's columns of B only."""
+        rows, targets = self.row_positions[cols], self.row_positions[pool]
+        known = rows >= 0
+        out = np.full(len(pool), -np.inf, np.float32)
+        inside = targets >= 0
+        if known.any() and inside.any():
+            # history × B through a sparse row: h × n multiply-adds and no h × n copy
+            # (a 2-D gather of h × pool entries costs several times more)
+            row = sp.csr_matrix(
+                (
+                    vals[known].astype(np.float32),
+                    (np.zeros(int(known.sum()), np.int64), rows[known]),
+                ),
+                shape=(1, len(self.kept)),
+            )
+            out[inside] = np.asarray(row @ self.weights).ravel()[targets[inside]]
+        return out
+
     def contributions(
         self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray
     ) -> np.ndarray | None:

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError, DataError, NotFoundError
-from nextbuy.models.base import Recommender, sparse_scores
+from nextbuy.models.base import Recommender, sparse_pool_scores, sparse_scores
 
 Metric = Literal["lift", "confidence"]
 ROWS_PER_BLOCK = 512  # items whose co-occurrence rows are built at once
@@ -136,6 +136,20 @@ class FrequentlyBoughtTogether(Recommender):
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return sparse_scores(self._metric[items])
+
+    def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        # a basket counts each item once, whatever its weight
+        return sparse_pool_scores(self._metric, (vals > 0).astype(np.float64), cols, pool)
+
+    def partners(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n best basket partners of `item`, best first: its sparse row, sorted."""
+        metric = self._metric
+        lo, hi = metric.indptr[item], metric.indptr[item + 1]
+        items, scores = metric.indices[lo:hi].astype(np.int64), metric.data[lo:hi]
+        keep = items != item
+        items, scores = items[keep], scores[keep]
+        order = np.lexsort((items, -scores))[:n]
+        return items[order], scores[order].astype(np.float32)
 
     def contributions(
         self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray

@@ -16,7 +16,7 @@ from implicit.nearest_neighbours import ItemItemRecommender, bm25_weight, tfidf_
 
 from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError
-from nextbuy.models.base import Recommender, sparse_scores
+from nextbuy.models.base import Recommender, sparse_pool_scores, sparse_scores
 
 Weighting = Literal["bm25", "tfidf", "none"]
 
@@ -85,6 +85,9 @@ class ItemKNN(Recommender):
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return sparse_scores(self.similarity[items])
+
+    def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        return sparse_pool_scores(self.similarity, vals, cols, pool)
 
     def contributions(
         self, hist: np.ndarray, weights: np.ndarray, targets: np.ndarray

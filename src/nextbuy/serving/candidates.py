@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nextbuy.hybrid.features import RequestContext as RankingContext
+from nextbuy.models.base import best_of
 from nextbuy.rules import Candidates
 from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
-from nextbuy.serving.scoring import best_of
 from nextbuy.serving.segment import Segment
 from nextbuy.serving.shopper import Shopper
 
@@ -76,7 +76,7 @@ def personal(
     if hybrid_of(live.model.model) is not None:  # the pipeline proposes its own candidates
         return personal_segment(live, shopper, n, exclude_seen, metrics, context)
     pool = candidate_pool(live, shopper, None if found is None else found[0])
-    scores = live.model.scorer.score(shopper.cols, shopper.vals, pool)
+    scores = live.model.model.pool_scores(shopper.cols, shopper.vals, pool)
     if exclude_seen:
         scores[np.isin(pool, shopper.cols)] = -np.inf
     best, values = best_of(scores, n)
@@ -106,7 +106,7 @@ def candidate_pool(live: Live, shopper: Shopper, precomputed: np.ndarray | None)
         ]
     # Model neighbours of a factor model take a pass over the whole catalogue; the popular
     # head in the pool stands in for them there. Basket partners are a sorted sparse row.
-    cheap_neighbours = not model.factor_model
+    cheap_neighbours = model.model.cheap_similar
     for rank, anchor in enumerate(anchors):
         if cheap_neighbours and rank < POOL_SIMILAR_ANCHORS:
             parts.append(model.similar(anchor, POOL_NEIGHBOURS)[0])

@@ -30,11 +30,10 @@ from nextbuy.hybrid.features import RequestContext
 from nextbuy.hybrid.model import CONTENT_SIMILARITY_WEIGHT, HybridModel
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineScored
 from nextbuy.models import Recommender
-from nextbuy.models.base import entries
+from nextbuy.models.base import best_of, entries
 from nextbuy.models.content_model import ContentModel
 from nextbuy.rules.base import positions_in
 from nextbuy.serving.online import shopper_key
-from nextbuy.serving.scoring import best_of
 from nextbuy.serving.segment import Segment
 
 if TYPE_CHECKING:
@@ -69,26 +68,6 @@ def serving_lists(
         hybrid.prepare_to_serve(users, n)
         found = hybrid.precomputed_lists(users, n)
     return found
-
-
-# -- a pool for a history (Scorer.score) --------------------------------------------------------
-def pool_scores(
-    model: HybridModel, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray
-) -> np.ndarray:
-    """float32 ordering scores of `pool` for an anonymous history (model indices, weights)."""
-    online = model.online
-    n_stage = online.n_items
-    keep = cols < n_stage
-    inside = pool < n_stage
-    scored = online.score(None, extra_history=(cols[keep], vals[keep]), pool=pool[inside])
-    out = np.full(len(pool), -np.inf, np.float32)
-    items = scored.candidates.items
-    at = np.searchsorted(items, pool[inside])
-    found = (at < len(items)) & (items[np.minimum(at, len(items) - 1)] == pool[inside])
-    values = np.full(int(inside.sum()), -np.inf)
-    values[found] = scored.order[at[found]]
-    out[inside] = values
-    return out
 
 
 # -- a shopper with events since training --------------------------------------------------------

@@ -16,13 +16,13 @@ import numpy as np
 
 from nextbuy.errors import DataError, NotFoundError
 from nextbuy.hybrid.features import RequestContext as RankingContext
+from nextbuy.models.base import best_of, history_row
 from nextbuy.rules import Candidates, RequestContext, apply_rules
 from nextbuy.serving import candidates as gen
 from nextbuy.serving.explain import explain
 from nextbuy.serving.hybrid_scoring import new_item_neighbours, similar_with_new
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.online import OnlineEvent
-from nextbuy.serving.scoring import top_for_history
 from nextbuy.serving.shopper import Shopper
 
 if TYPE_CHECKING:
@@ -156,7 +156,9 @@ def _cart_segment(live: Live, cart_items: np.ndarray, n: int) -> gen.Segment | N
     if fbt is None or not len(cart_items):
         return None
     ones = np.ones(len(cart_items), np.float32)
-    items, scores = top_for_history(fbt, cart_items, ones, n, cart_items)
+    scores = fbt.score(history_row(fbt.n_items, cart_items, ones))[0]
+    scores[cart_items] = -np.inf
+    items, scores = best_of(scores, n)
     if not len(items):
         return None
     found = fbt.contributions(cart_items, ones, items)
@@ -176,7 +178,7 @@ def rerank(state: ServingState, live: Live, item_ids: list[str], ask: Ask) -> di
     scorable = [p for p in positions if 0 <= p < n_model]
     scores: dict[int, float] = {}
     if shopper.personal and shopper.has_history and scorable:
-        values = live.model.scorer.score(shopper.cols, shopper.vals, np.asarray(scorable))
+        values = live.model.model.pool_scores(shopper.cols, shopper.vals, np.asarray(scorable))
         scores = {
             p: float(v) for p, v in zip(scorable, values.tolist(), strict=True) if np.isfinite(v)
         }

@@ -34,10 +34,8 @@ from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.engine import Engine
 from nextbuy.errors import DataError, NextbuyError
 from nextbuy.models import FrequentlyBoughtTogether, Recommender, TrendingModel
-from nextbuy.models.mf import _FactorModel
 from nextbuy.models.popularity import item_popularity
 from nextbuy.serving.hybrid_scoring import serving_lists
-from nextbuy.serving.scorer import Scorer
 from nextbuy.store.base import Store
 from nextbuy.store.registry import Version
 
@@ -116,14 +114,6 @@ class ServingModel:
         lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
         return matrix.indices[lo:hi].astype(np.int64), matrix.data[lo:hi]
 
-    @property
-    def factor_model(self) -> bool:
-        return isinstance(self.model, _FactorModel)
-
-    @cached_property
-    def scorer(self) -> Scorer:
-        return Scorer(self.model, hot=self.popular)  # the pool's popular head
-
     def similar(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n items most like `item` by the serving model (model indices, scores)."""
         return self._cached("similar", item, n)
@@ -138,7 +128,7 @@ class ServingModel:
         key = (kind, item, n)
         found = self._neighbours.get(key)
         if found is None:
-            found = self.scorer.similar(item, n) if kind == "similar" else self._partners(item, n)
+            found = self.model.similar_to(item, n) if kind == "similar" else self._partners(item, n)
             if len(self._neighbours) >= NEIGHBOUR_CACHE:
                 self._neighbours.clear()  # crude but bounded; the head refills at once
             self._neighbours[key] = found
@@ -151,15 +141,8 @@ class ServingModel:
         return self.model.contributions(hist, weights, targets)
 
     def _partners(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """fbt keeps each item's best partners as one sparse row: sort it, no catalogue pass."""
         assert self.fbt is not None
-        metric = self.fbt._metric
-        lo, hi = metric.indptr[item], metric.indptr[item + 1]
-        items, scores = metric.indices[lo:hi].astype(np.int64), metric.data[lo:hi]
-        keep = items != item
-        items, scores = items[keep], scores[keep]
-        order = np.lexsort((items, -scores))[:n]
-        return items[order], scores[order].astype(np.float32)
+        return self.fbt.partners(item, n)
 
     @cached_property
     def trending_ranked_scores(self) -> np.ndarray:
@@ -215,6 +198,7 @@ def build_serving_model(
         trained_at_ms=_iso_ms(version.meta.get("trained_at")) or int(time.time() * 1000),
         loaded_at_ms=int(time.time() * 1000),
     )
+    model.keep_contiguous(served.popular)  # request pools lead with the popular head
     served.load_seconds = time.perf_counter() - started
     return served
 
