@@ -26,7 +26,7 @@ from nextbuy.hybrid import (
 )
 from nextbuy.hybrid.candidates import MISSING_RANK, CandidateSet, GeneratorSpec
 from nextbuy.hybrid.explain import ItemFacts, reasons
-from nextbuy.hybrid.features import RequestContext, before, feature_names
+from nextbuy.hybrid.features import RankingContext, before, feature_names
 from nextbuy.hybrid.online import OnlineRanker
 from nextbuy.models.base import TopK
 
@@ -382,7 +382,7 @@ def test_the_ranker_learns_the_device_context_from_events_and_ranks_by_it() -> N
     users = list(pd.unique(events["user_id"])[:100])
     dear = {}
     for device in ("mobile", "desktop"):
-        recs = hybrid.recommend(users, k=10, context=RequestContext(device=device))
+        recs = hybrid.recommend(users, k=10, context=RankingContext(device=device))
         dear[device] = recs["item_id"].str[1:].astype(int).ge(60).mean()
     assert dear["mobile"] < 0.3 and dear["desktop"] > 0.7, dear
     assert OnlineRanker(hybrid).reads_context
@@ -392,7 +392,7 @@ def test_without_context_in_the_events_lists_never_depend_on_the_device(fitted: 
     hybrid, events, _, _ = fitted
     users = list(pd.unique(events["user_id"])[:20])
     lists = [
-        hybrid.recommend(users, k=10, context=RequestContext(device=d))["item_id"].tolist()
+        hybrid.recommend(users, k=10, context=RankingContext(device=d))["item_id"].tolist()
         for d in ("mobile", "desktop")
     ]
     assert lists[0] == lists[1]

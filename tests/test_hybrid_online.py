@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nextbuy.datasets import SyntheticShop
-from nextbuy.hybrid import HybridRecommender, RequestContext
+from nextbuy.hybrid import HybridRecommender, RankingContext
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineRanker
 from test_hybrid import small_config
 
@@ -73,7 +73,7 @@ def test_online_feature_rows_equal_the_offline_feature_builders(
     )
     online = OnlineRanker(hybrid)
     user, extra, now = cases(events, cutoff)[case]
-    context = RequestContext(device="mobile", placement="home")
+    context = RankingContext(device="mobile", placement="home")
     offline = hybrid.score([user], extra_events=extra, now=now, context=context)
     now_ns = None if now is None else int(pd.Timestamp(now).value)
     mine = online.score(user, fresh_of(extra), now_ns, context)

@@ -22,7 +22,6 @@ from nextbuy.datasets import load_sample_shop
 from nextbuy.engine import Engine
 from nextbuy.hybrid.model import HybridModel
 from nextbuy.ingest import ImportOptions, import_frame
-from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.online import SESSION, USER
 from nextbuy.serving.state import ServingState
 from nextbuy.store import open_store
@@ -236,8 +235,8 @@ def test_erasing_a_user_drops_the_candidates_generated_for_them(
     state = ServingState(load_settings(root / "nextbuy.toml"))
     try:
         assert state.check_model()
-        hybrid = hybrid_of(state.current().model.model)
-        assert hybrid is not None
+        hybrid = state.current().model.model
+        assert isinstance(hybrid, HybridModel)
         online = hybrid.online
         user, other = buyers(project[1], 7)[5:7]
         event = {"user_id": user, "session_id": "theirs", "item_id": "x", "event_type": "view"}
@@ -265,8 +264,8 @@ def test_a_loaded_model_is_left_out_of_later_full_collections(
     try:
         assert state.check_model()
         served = state.current().model
-        hybrid = hybrid_of(served.model)
-        assert hybrid is not None and gc.get_freeze_count() > 0
+        hybrid = served.model
+        assert isinstance(hybrid, HybridModel) and gc.get_freeze_count() > 0
         collected = {id(found) for found in gc.get_objects()}
         assert not {id(served), id(hybrid), id(hybrid.online)} & collected
     finally:

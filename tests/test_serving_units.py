@@ -258,7 +258,7 @@ def test_api_event_keys_increase_and_never_meet_file_or_event_id_keys() -> None:
 
 
 def test_cells_and_row_products_equal_scipys_fancy_indexing() -> None:
-    from nextbuy.serving.hybrid_scoring import cells, row_products
+    from nextbuy.hybrid.request_reasons import cells, row_products
 
     rng = np.random.default_rng(0)
     dense = sp.random(200, 150, density=0.05, random_state=1, dtype=np.float32).toarray()
@@ -275,7 +275,7 @@ def test_cells_and_row_products_equal_scipys_fancy_indexing() -> None:
 def test_occlusion_skips_features_no_tree_splits_on_with_the_same_contributions() -> None:
     import lightgbm as lgb
 
-    from nextbuy.serving.hybrid_scoring import occlusion_contributions
+    from nextbuy.hybrid.request_reasons import occlusion_contributions
 
     rng = np.random.default_rng(3)
     train = rng.normal(size=(400, 4))

@@ -6,7 +6,7 @@ by `HybridRecommender` (`pipeline`) and measured by `evaluate`.
 """
 
 from nextbuy.hybrid.candidates import CandidateSet, GeneratorSpec, merge
-from nextbuy.hybrid.features import FeatureBuilder, LeakageError, RequestContext, prepare_events
+from nextbuy.hybrid.features import FeatureBuilder, LeakageError, RankingContext, prepare_events
 from nextbuy.hybrid.objective import ValueObjective
 from nextbuy.hybrid.pipeline import HybridConfig, HybridRecommender, default_generators
 from nextbuy.hybrid.ranker import Ranker
@@ -19,7 +19,7 @@ __all__ = [
     "HybridRecommender",
     "LeakageError",
     "Ranker",
-    "RequestContext",
+    "RankingContext",
     "ValueObjective",
     "default_generators",
     "merge",

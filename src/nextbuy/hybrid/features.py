@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ import pandas as pd
 from nextbuy.data.content import ContentFeatures
 from nextbuy.errors import DataError
 from nextbuy.hybrid.candidates import MISSING_RANK, CandidateSet
+from nextbuy.models.requests import RankingContext
 
 DAY_NS = 86_400 * 10**9
 PURCHASE = "purchase"
@@ -77,14 +77,6 @@ RequestTime = pd.Timestamp | str | Sequence[pd.Timestamp] | None
 
 class LeakageError(DataError):
     """Events at or after the cutoff were offered to a feature computed as of the cutoff."""
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """Where and when a recommendation is asked for."""
-
-    device: str | None = None
-    placement: str | None = None
 
 
 def prepare_events(events: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
@@ -143,7 +135,7 @@ def _context_dict(text: str) -> dict[str, str]:
     return {k: str(v) for k, v in found.items() if k in CONTEXT_KEYS and v not in (None, "")}
 
 
-def label_contexts(later: pd.DataFrame, user_ids: Sequence[str]) -> list[RequestContext] | None:
+def label_contexts(later: pd.DataFrame, user_ids: Sequence[str]) -> list[RankingContext] | None:
     """Per user, the context of their first positive event in `later`: where they were when
     they acted on what a list would have shown (None when events carry no context)."""
     if not all(key in later for key in CONTEXT_KEYS):
@@ -152,7 +144,7 @@ def label_contexts(later: pd.DataFrame, user_ids: Sequence[str]) -> list[Request
     first = acted.set_index("user_id")[list(CONTEXT_KEYS)]
     found = first.reindex(pd.Index(np.asarray(user_ids, dtype=object)))
     found = found.astype(object).where(found.notna(), None)
-    return [RequestContext(d, p) for d, p in found.itertuples(index=False)]
+    return [RankingContext(d, p) for d, p in found.itertuples(index=False)]
 
 
 def _baskets(events: pd.DataFrame, out: pd.DataFrame) -> np.ndarray:
@@ -329,7 +321,7 @@ class FeatureBuilder:
         *,
         extra_events: pd.DataFrame | None = None,
         now: RequestTime = None,
-        context: RequestContext | Sequence[RequestContext] | None = None,
+        context: RankingContext | Sequence[RankingContext] | None = None,
     ) -> pd.DataFrame:
         """One row of features per candidate, columns in `feature_names(generators)` order;
         `context` is the request's, or one per user (training examples)."""
@@ -347,8 +339,8 @@ class FeatureBuilder:
         moments = pd.DatetimeIndex(when[rows])
         frame["hour"] = moments.hour.to_numpy(np.float64)
         frame["weekday"] = moments.day_of_week.to_numpy(np.float64)
-        if context is None or isinstance(context, RequestContext):
-            context = context or RequestContext()
+        if context is None or isinstance(context, RankingContext):
+            context = context or RankingContext()
             frame["device"] = _code(context.device)
             frame["placement"] = _code(context.placement)
         else:

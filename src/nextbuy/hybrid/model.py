@@ -35,12 +35,12 @@ from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.hybrid.objective import rank_groups
 from nextbuy.hybrid.online import OnlineRanker
 from nextbuy.hybrid.pipeline import HybridConfig, HybridRecommender, Scored
+from nextbuy.hybrid.requests import CONTENT_SIMILARITY_WEIGHT, HybridRequests
 from nextbuy.models.base import Recommender, TopK, _stack
 
 Step = Callable[[str], None]
 REASON_DEPTH = 10  # precomputed reasons per user (the head of each list)
 LIST_BLOCK = 1000  # users scored per block when precomputing lists
-CONTENT_SIMILARITY_WEIGHT = 0.5  # content cosine's share in item-to-item similarity
 HYBRID_FOLDER = "hybrid"
 
 
@@ -85,6 +85,7 @@ class HybridModel(Recommender):
         self._config(exclude_seen=True, weights={})  # a bad parameter fails here, not later
         self.hybrid: HybridRecommender | None = None
         self._online: OnlineRanker | None = None
+        self._requests: HybridRequests | None = None
         # serving lists of every trained user (rows: `list_users`), filled by `prepare_to_serve`
         self.list_users = np.zeros(0, object)
         self._rows_of: tuple[np.ndarray, dict[str, int]] | None = None
@@ -139,6 +140,7 @@ class HybridModel(Recommender):
         # the exposure shares cost a scoring pass and only serve a nonzero penalty
         self.hybrid.fit(events, catalog, step=step, measure_exposure=self.exposure_penalty > 0)
         self._online = None
+        self._requests = None
         return [str(t) for t in self.stage_items]
 
     def attach(self, data: InteractionMatrix) -> None:
@@ -170,6 +172,14 @@ class HybridModel(Recommender):
     @property
     def reads_request_context(self) -> bool:
         return self.hybrid is not None and self.online.reads_context
+
+    def request_path(self) -> HybridRequests | None:
+        """The pipeline ranks requests itself: its candidates, its features, its reasons."""
+        if self.hybrid is None:
+            return None
+        if self._requests is None:
+            self._requests = HybridRequests(self)
+        return self._requests
 
     def recommend_users(self, user_ids: Sequence[str], k: int) -> TopK:
         """The pipeline's best k per user id (model indices, ordering scores)."""

@@ -41,7 +41,7 @@ from nextbuy.hybrid.features import (
     ITEM_FEATURES,
     PURCHASE,
     USER_FEATURES,
-    RequestContext,
+    RankingContext,
     _code,
 )
 from nextbuy.hybrid.pipeline import EXPOSURE_SCALE, HybridRecommender
@@ -459,7 +459,7 @@ class OnlineRanker:
         candidates: CandidateSet,
         facts: EventFacts,
         now_ns: int,
-        context: RequestContext | None = None,
+        context: RankingContext | None = None,
         new: NewItems | None = None,
     ) -> np.ndarray:
         """(n, n_features) float64 in the ranker's column order: `event_facts` at the
@@ -507,7 +507,7 @@ class OnlineRanker:
         moment = pd.Timestamp(now_ns, tz="UTC")
         columns["hour"] = np.full(n, float(moment.hour))
         columns["weekday"] = np.full(n, float(moment.day_of_week))
-        context = context or RequestContext()
+        context = context or RankingContext()
         columns["device"] = np.full(n, _code(context.device))
         columns["placement"] = np.full(n, _code(context.placement))
         # column by column: written contiguously (LightGBM takes a C-ordered copy)
@@ -617,7 +617,7 @@ class OnlineRanker:
         user_id: str | None,
         fresh: Sequence[FreshEvent] = (),
         now_ns: int | None = None,
-        context: RequestContext | None = None,
+        context: RankingContext | None = None,
         *,
         pool: np.ndarray | None = None,
         extra_history: tuple[np.ndarray, np.ndarray] | None = None,

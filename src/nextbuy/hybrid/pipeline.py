@@ -50,7 +50,7 @@ from nextbuy.hybrid.candidates import (
 from nextbuy.hybrid.explain import ItemFacts, Reason, reasons
 from nextbuy.hybrid.features import (
     FeatureBuilder,
-    RequestContext,
+    RankingContext,
     RequestTime,
     before,
     label_contexts,
@@ -233,7 +233,7 @@ class Stage:
         user_ids: Sequence[str],
         extra_events: pd.DataFrame | None = None,
         now: RequestTime = None,
-        context: RequestContext | Sequence[RequestContext] | None = None,
+        context: RankingContext | Sequence[RankingContext] | None = None,
     ) -> tuple[CandidateSet, pd.DataFrame, CandidateRequest]:
         """Merged candidates of these users, their ranker features and the default request."""
         requests = self.request(user_ids, extra_events, now)
@@ -433,7 +433,7 @@ class HybridRecommender:
         *,
         extra_events: pd.DataFrame | None = None,
         now: RequestTime = None,
-        context: RequestContext | None = None,
+        context: RankingContext | None = None,
     ) -> Scored:
         """Every candidate of these users, scored by the ranker.
 
@@ -473,7 +473,7 @@ class HybridRecommender:
         *,
         extra_events: pd.DataFrame | None = None,
         now: RequestTime = None,
-        context: RequestContext | None = None,
+        context: RankingContext | None = None,
         objective: ValueObjective | None = None,
         explain: bool = False,
     ) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,10 @@ import scipy.sparse as sp
 from nextbuy.data.matrix import InteractionMatrix, _atomic_savez, _atomic_write_text, _str_array
 from nextbuy.errors import DataError, NextbuyError, NotFittedError, NotFoundError
 from nextbuy.models.registry import model_class
+
+if TYPE_CHECKING:
+    from nextbuy.models.fbt import FrequentlyBoughtTogether
+    from nextbuy.models.requests import RequestPath
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.json"
@@ -153,6 +157,15 @@ class Recommender(ABC):
     def keep_contiguous(self, items: np.ndarray) -> None:  # noqa: B027 - a hint most ignore
         """Items most pools hold (the popular head): a model may keep their rows together,
         as gathering thousands of scattered rows costs more than the arithmetic."""
+
+    def basket_model(self) -> FrequentlyBoughtTogether | None:
+        """This model when it is a bought-together model, so serving need not fit one."""
+        return None
+
+    def request_path(self) -> RequestPath | None:
+        """The model's own way of answering a request (its candidates, ranking features and
+        reasons), for models that need more than `pool_scores`; None for most."""
+        return None
 
     @property
     def reads_request_context(self) -> bool:

@@ -141,6 +141,9 @@ class FrequentlyBoughtTogether(Recommender):
         # a basket counts each item once, whatever its weight
         return sparse_pool_scores(self._metric, (vals > 0).astype(np.float64), cols, pool)
 
+    def basket_model(self) -> FrequentlyBoughtTogether:
+        return self
+
     def partners(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n best basket partners of `item`, best first: its sparse row, sorted."""
         metric = self._metric

@@ -1,13 +1,13 @@
 """Candidates generated when a shopper's event arrives, so their next request only ranks.
 
 A view or a purchase reaches the server a page before the shopper asks for recommendations.
-This worker generates that shopper's candidates (the hybrid's generators and merge) in the
-meantime; the request then ranks them with its own context. A shopper is a user, or an
-anonymous session for events that name no user (keys as in `online.py`). Queued shoppers are
-coalesced (a burst of events costs one generation), the newest events are read when the
-shopper's turn comes, and the worker runs at a lower priority and yields between generators,
-so requests keep the core. A request that arrives first generates inline, as without this
-worker.
+This worker generates that shopper's candidates (through the model's own request path: the
+hybrid's generators and merge) in the meantime; the request then ranks them with its own
+context. A shopper is a user, or an anonymous session for events that name no user (keys as
+in `online.py`). Queued shoppers are coalesced (a burst of events costs one generation), the
+newest events are read when the shopper's turn comes, and the worker runs at a lower priority
+and yields between generators, so requests keep the core. A request that arrives first
+generates inline, as without this worker.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from nextbuy.serving.exposures import background_priority
-from nextbuy.serving.hybrid_scoring import hybrid_of, pipeline_inputs
 from nextbuy.serving.online import split_key
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class CandidateRefresher:
         live = self.state.live
         if live is None or self.state.settings.serving.candidate_cache <= 0:
             return
-        if hybrid_of(live.model.model) is None:
+        if live.model.model.request_path() is None:
             return
         with self._wake:
             for who in shoppers:
@@ -91,22 +90,21 @@ class CandidateRefresher:
         live = state.live
         if live is None:
             return
-        hybrid = hybrid_of(live.model.model)
-        if hybrid is None:
+        path = live.model.model.request_path()
+        if path is None:
             return
         user_id, session_id = split_key(who)
         shopper = state.shopper(live, user_id, session_id)
         if not (shopper.personal and shopper.has_history):
             return
-        user, fresh = pipeline_inputs(shopper)
-        generated = hybrid.online.prepare(who, user, fresh, time.time_ns(), between)
+        generated = path.prepare(who, shopper, between)
         # erased while this ran (a session: with its user): keep nothing of theirs
         if user_id is not None:
             erased = state.erasures.suppressed(user_id, live.model.trained_at_ms)
         else:
             erased = not state.online.has(who)
         if erased:
-            hybrid.online.generated.forget(who)
+            path.forget(who)
         elif generated:
             state.metrics.candidate_sets.labels("generated_ahead").inc()
 

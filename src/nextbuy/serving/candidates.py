@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextbuy.hybrid.features import RequestContext as RankingContext
 from nextbuy.models.base import best_of
+from nextbuy.models.requests import RankingContext
 from nextbuy.rules import Candidates
-from nextbuy.serving.hybrid_scoring import hybrid_of, personal_segment
 from nextbuy.serving.live import Live
+from nextbuy.serving.online import shopper_key
 from nextbuy.serving.segment import Segment
 from nextbuy.serving.shopper import Shopper
 
@@ -73,8 +73,15 @@ def personal(
         in_context = context is not None and live.model.model.reads_request_context
         if found is not None and not shopper.recent and not in_context:
             return Segment(found[0][:n], found[1][:n], "personal")
-    if hybrid_of(live.model.model) is not None:  # the pipeline proposes its own candidates
-        return personal_segment(live, shopper, n, exclude_seen, metrics, context)
+    path = live.model.model.request_path()
+    if path is not None:  # the model proposes and ranks its own candidates
+        key = shopper_key(shopper.user_id, shopper.session_id)
+        ranking = path.rank(shopper, key, n, exclude_seen, context, live.catalog, live.new_items)
+        if metrics is not None:
+            outcome = "ranked_ahead" if ranking.generated_ahead else "generated_inline"
+            metrics.candidate_sets.labels(outcome).inc()
+        shopper.ranking = ranking
+        return Segment(ranking.items, ranking.scores, "personal")
     pool = candidate_pool(live, shopper, None if found is None else found[0])
     scores = live.model.model.pool_scores(shopper.cols, shopper.vals, pool)
     if exclude_seen:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from nextbuy.rules import Candidates
-from nextbuy.serving.hybrid_scoring import personal_reasons
 from nextbuy.serving.live import Live
 from nextbuy.serving.shopper import Shopper
 
@@ -39,7 +38,7 @@ def explain(
         if r is None and o == "personal"
     ]
     if personal and shopper is not None:
-        found = personal_reasons(live, shopper, [items[i] for i in personal])
+        found = _own_reasons(live, shopper, [items[i] for i in personal])
         for i in personal:
             reasons[i] = found.get(items[i])
         personal = [i for i in personal if reasons[i] is None]
@@ -51,6 +50,14 @@ def explain(
         if reason is None:
             reasons[i] = _by_origin(live, items[i], origin, anchors, labels)
     return [r or "recommended for you" for r in reasons]
+
+
+def _own_reasons(live: Live, shopper: Shopper, items: list[int]) -> dict[int, str]:
+    """The reasons of a model with its own request path (its ranker's strongest signal)."""
+    path = live.model.model.request_path()
+    if path is None:
+        return {}
+    return path.reasons(shopper, items, shopper.ranking, live.catalog, live.new_items)
 
 
 def _personal_anchors(live: Live, shopper: Shopper, targets: list[int]) -> list[tuple[int, int]]:

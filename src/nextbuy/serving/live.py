@@ -18,7 +18,6 @@ import numpy as np
 from nextbuy.data.schema import category_levels
 from nextbuy.rules import PlacementConfig
 from nextbuy.rules.catalog import DAY_MS, ItemCatalog
-from nextbuy.serving.hybrid_scoring import new_items as hybrid_new_items
 from nextbuy.serving.snapshot import ServingModel
 
 if TYPE_CHECKING:
@@ -93,8 +92,10 @@ class Live:
 
     @cached_property
     def new_items(self) -> Any:
-        """Items added since training, encoded for the hybrid pipeline (None otherwise)."""
-        return hybrid_new_items(self)
+        """Items added since training, encoded for the model's own request path (None
+        without one, or when nothing is new)."""
+        path = self.model.model.request_path()
+        return None if path is None else path.new_items(self.catalog)
 
     def category_items(self, category: str) -> np.ndarray:
         """Best sellers of a category path or top-level category (unknown: none)."""

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nextbuy.errors import DataError, NotFoundError
-from nextbuy.hybrid.features import RequestContext as RankingContext
 from nextbuy.models.base import best_of, history_row
+from nextbuy.models.requests import RankingContext
 from nextbuy.rules import Candidates, RequestContext, apply_rules
 from nextbuy.serving import candidates as gen
 from nextbuy.serving.explain import explain
-from nextbuy.serving.hybrid_scoring import new_item_neighbours, similar_with_new
 from nextbuy.serving.live import Live, Placement
 from nextbuy.serving.online import OnlineEvent
 from nextbuy.serving.shopper import Shopper
@@ -347,13 +346,19 @@ def _known(live: Live, item_ids: list[str]) -> np.ndarray:
 
 def _neighbours(live: Live, item: int, n: int, kind: str) -> gen.Segment | None:
     if item >= live.model.n_items:
-        # new since training: only its content can say what it is like (hybrid model)
-        found = new_item_neighbours(live, item, n) if kind == "similar" else None
+        # new since training: only a model's own path can say what it is like (by content)
+        path = live.model.model.request_path()
+        found = None
+        if kind == "similar" and path is not None:
+            found = path.new_item_neighbours(item, n, live.new_items)
         if found is None:
             return None
         return gen.Segment(found[0], found[1], kind, dict.fromkeys(found[0].tolist(), item))
     if kind == "similar":
-        items, scores = similar_with_new(live, item, *live.model.similar(item, n), n)
+        items, scores = live.model.similar(item, n)
+        path = live.model.model.request_path()
+        if path is not None:
+            items, scores = path.similar_with_new(item, items, scores, n, live.new_items)
     else:
         items, scores = live.model.bought_together(item, n)
     return gen.Segment(items, scores, kind, dict.fromkeys(items.tolist(), item))

@@ -9,10 +9,10 @@ have only their session's events; a logged-in user's session events count for th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from nextbuy.models.requests import Ranking
 from nextbuy.serving.live import Live
 from nextbuy.serving.online import SESSION, USER, OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profile
@@ -42,7 +42,7 @@ class Shopper:
     purchased_at: dict[int, float] = field(default_factory=dict)  # catalog index -> ms
     purchase_counts: dict[int, float] = field(default_factory=dict)
     actions: dict[int, str] = field(default_factory=dict)  # catalog index -> strongest verb
-    ranked: Any = None  # what the hybrid ranked on this request, for its reasons
+    ranking: Ranking | None = None  # what the model's own path ranked, for its reasons
 
     @property
     def has_history(self) -> bool:

@@ -35,7 +35,6 @@ from nextbuy.engine import Engine
 from nextbuy.errors import DataError, NextbuyError
 from nextbuy.models import FrequentlyBoughtTogether, Recommender, TrendingModel
 from nextbuy.models.popularity import item_popularity
-from nextbuy.serving.hybrid_scoring import serving_lists
 from nextbuy.store.base import Store
 from nextbuy.store.registry import Version
 
@@ -173,9 +172,12 @@ def build_serving_model(
     n = settings.serving.candidates
     # One BLAS thread: the other core keeps answering requests while this runs.
     with threadpool_limits(1):
-        top_items, top_scores = serving_lists(model, data, n) or precompute(
-            model, data, n, settings.training.excludes_seen(version.meta)
-        )
+        path = model.request_path()
+        if path is not None:  # the model's own lists, made with its own candidates
+            top_items, top_scores = path.precomputed_lists(list(data.user_ids), n)
+        else:
+            excludes_seen = settings.training.excludes_seen(version.meta)
+            top_items, top_scores = precompute(model, data, n, excludes_seen)
         popularity = item_popularity(data, "users")
         trending_scores = _trending(data, popularity)
         fbt = _fbt(model, data)
@@ -240,8 +242,9 @@ def _trending(data: InteractionMatrix, popularity: np.ndarray) -> np.ndarray:
 
 
 def _fbt(model: Recommender, data: InteractionMatrix) -> FrequentlyBoughtTogether | None:
-    if isinstance(model, FrequentlyBoughtTogether):
-        return model
+    own = model.basket_model()
+    if own is not None:
+        return own
     if data.baskets is None or data.baskets.shape[0] == 0:
         return None
     try:

@@ -32,7 +32,6 @@ from nextbuy.serving.erasures import Erasures
 from nextbuy.serving.errors import Unavailable
 from nextbuy.serving.experimentation import ExperimentRuntime
 from nextbuy.serving.exposures import ExposureLog
-from nextbuy.serving.hybrid_scoring import hybrid_of
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.live import Live, Placement, build_placements, load_catalog
 from nextbuy.serving.metrics import Metrics
@@ -157,9 +156,9 @@ class ServingState:
                 live = Live.create(
                     served, catalog, self.placements, self.settings.serving.new_arrival_days
                 )
-                hybrid = hybrid_of(served.model)
-                if hybrid is not None:
-                    hybrid.online.generated.max_entries = self.settings.serving.candidate_cache
+                path = served.model.request_path()
+                if path is not None:
+                    path.keep_at_most(self.settings.serving.candidate_cache)
                 self.live = live
                 self._catalog_log = None
         except BaseException:
@@ -301,13 +300,13 @@ class ServingState:
         self.exposures.flush()  # so the store's erasure also removes lists still queued
         self.profiles.forget(user_id)
         live = self.live
-        hybrid = None if live is None else hybrid_of(live.model.model)
+        path = None if live is None else live.model.model.request_path()
         sessions = [SESSION + session for session in self._sessions_of.pop(user_id, ())]
         for who in (USER + user_id, *sessions):
             self.online.forget(who)
             self.refresher.forget(who)
-            if hybrid is not None:
-                hybrid.online.generated.forget(who)
+            if path is not None:
+                path.forget(who)
         self.metrics.online_shoppers.set(len(self.online))
 
 
