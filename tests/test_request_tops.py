@@ -1,8 +1,9 @@
-"""`RequestTops` gives each generator's top n for one request as the dense path does: `top_k`
-over `model._score(row)` with the excluded items at -inf. The scores are identical to the bit;
-so are the items, except among items tied with the last score kept, where `top_k`'s partition
-may pick any of them. ALS folds the shopper in by its own least squares (equal to rounding),
-and visits items by factor norm, stopping where no later item can reach the top n."""
+"""`Recommender.request_top` gives each generator's top n for one request as the dense path
+does: `top_k` over `model._score(row)` with the excluded items at -inf. The scores are
+identical to the bit; so are the items, except among items tied with the last score kept,
+where `top_k`'s partition may pick any of them. ALS folds the shopper in by its own least
+squares (equal to rounding), and visits items by factor norm, stopping where no later item
+can reach the top n."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import scipy.sparse as sp
 
 from nextbuy.data.matrix import InteractionMatrix, from_frame
 from nextbuy.datasets import SyntheticShop
-from nextbuy.hybrid.request_tops import RequestTops, best
 from nextbuy.models import Recommender, create_model
 from nextbuy.models.base import top_k
 from nextbuy.models.content_model import ContentModel
+from nextbuy.models.mf import NormOrder
+from nextbuy.models.request_top import best
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,6 @@ def test_each_generator_top_equals_the_dense_top_k(
 ) -> None:
     data, items = shop
     model = fitted_models(data, items)[name]
-    tops = RequestTops(data.n_items, lambda m, rows: m._score(rows))
     rng = np.random.default_rng(0)
     compared = 0
     for row in rows_to_try(data, rng):
@@ -95,7 +96,7 @@ def test_each_generator_top_equals_the_dense_top_k(
             extra = own | (rng.random(data.n_items) < 0.1)
             for blocked in (np.zeros(data.n_items, bool), own, extra):
                 expected_items, expected_scores = dense_top(model, row, n, blocked)
-                got = tops.top(model, row, n, blocked)
+                got = model.request_top(row, n, blocked)
                 if name.startswith("als"):
                     # the fold-in is implicit's least squares, solved once more: rounding
                     np.testing.assert_allclose(got.scores, expected_scores, rtol=1e-4)
@@ -123,25 +124,22 @@ def test_best_keeps_every_tie_at_the_cut_and_breaks_it_by_index() -> None:
 def test_als_skips_items_whose_norm_bound_cannot_reach_the_top(
     shop: tuple[InteractionMatrix, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nextbuy.hybrid import request_tops
-
     data, items = shop
     model = create_model("als", factors=8, iterations=3, use_gpu=False).fit(data, items)
     scored: list[int] = []
-    original = request_tops._ALSPrepared.scores
+    original = NormOrder.scores
 
     def counting(self, user, start, stop, blocked):  # type: ignore[no-untyped-def]
         scored.append(stop - start)
         return original(self, user, start, stop, blocked)
 
-    monkeypatch.setattr(request_tops._ALSPrepared, "scores", counting)
-    tops = RequestTops(data.n_items, lambda m, rows: m._score(rows))
+    monkeypatch.setattr(NormOrder, "scores", counting)
     nobody = np.zeros(data.n_items, bool)
     per_row = []
     for user in range(0, data.n_users, 40):
         row = sp.csr_matrix(data.matrix[user], dtype=np.float32)
         scored.clear()
-        got = tops.top(model, row, 5, nobody)
+        got = model.request_top(row, 5, nobody)
         _, expected_scores = dense_top(model, row, 5, nobody)
         np.testing.assert_allclose(got.scores, expected_scores, rtol=1e-4)
         per_row.append(sum(scored))

@@ -44,7 +44,6 @@ Protocol = Literal["standard", "discovery", "repeat"]
 PROTOCOLS: tuple[str, ...] = ("standard", "discovery", "repeat")
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 RANKING_METRICS: tuple[str, ...] = ("ndcg", "recall", "precision", "map", "mrr", "hit_rate")
-BASELINE_TYPES: tuple[type[Recommender], ...] = (RandomModel, PopularityModel, OwnHistory)
 MAX_CATEGORY_SEGMENTS = 12  # the rest are pooled as "other" so the table stays readable
 IMPLICIT_EVENT = "interaction"  # event type given to frames that have none
 
@@ -439,7 +438,7 @@ def _with_baselines(
     if protocol == "repeat":
         wanted["own_history"] = OwnHistory()
     for name, model in wanted.items():
-        if not any(isinstance(m, type(model)) for m in roster.values()):
+        if not any(m.name == model.name for m in roster.values()):
             roster.setdefault(name, model)
     return roster
 
@@ -512,9 +511,12 @@ def _category_segments(categories: np.ndarray, setup: EvaluationSetup) -> np.nda
 
 
 def _als_factors(roster: Mapping[str, Recommender]) -> np.ndarray | None:
+    """The item factors of the first ALS model evaluated: the space intra-list diversity
+    is measured in."""
     for model in roster.values():
-        if isinstance(model, ALSModel) and model.item_factors.size:
-            return model.item_factors
+        found = model.item_vectors() if model.name == ALSModel.name else None
+        if found is not None and found.size:
+            return found
     return None
 
 
@@ -527,7 +529,7 @@ def _model_row(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     row: dict[str, Any] = {
         "model": name,
-        "baseline": isinstance(model, BASELINE_TYPES),
+        "baseline": model.baseline,
         "n_users_evaluated": setup.n_users,
     }
     if outcome.top is None:

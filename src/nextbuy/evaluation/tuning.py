@@ -235,7 +235,7 @@ def _blend_scorer(
 
     def score(params: Mapping[str, Any]) -> float:
         blend = Blend(**{**params, "members": fitted, "refit": False})
-        scores = blend._combine(list(parts))
+        scores = blend.combine(list(parts))
         if setup.exclude is not None:
             rows, cols = setup.exclude.nonzero()
             scores[rows, cols] = -np.inf

@@ -45,8 +45,7 @@ from nextbuy.hybrid.features import (
     _code,
 )
 from nextbuy.hybrid.pipeline import EXPOSURE_SCALE, HybridRecommender
-from nextbuy.hybrid.request_tops import RequestTops
-from nextbuy.models.base import Recommender, TopK
+from nextbuy.models.base import TopK
 from nextbuy.models.content_model import ContentModel
 
 
@@ -186,7 +185,6 @@ class OnlineRanker:
         users = builder.item_table["item_users"].to_numpy(np.float64)
         self.category_users = pd.Series(users).groupby(builder.category).sum().to_dict()
         self.exposure = hybrid.exposure
-        self.tops = RequestTops(self.n_items, self._scores)
         self.generated: CandidateCache[Generated] = CandidateCache()
         self._index_events(builder.events)
 
@@ -314,8 +312,8 @@ class OnlineRanker:
         between: Callable[[], None] | None = None,
     ) -> CandidateSet:
         """`candidates.generate` for one row without its batch machinery: each generator's
-        top n after its exclusions (`RequestTops`, no catalogue-wide row where the model
-        allows), then the same `merge`. `between` runs after each generator (a background
+        top n after its exclusions (`Recommender.request_top`, no catalogue-wide row where
+        the model allows), then the same `merge`. `between` runs after each generator (a background
         caller yields the interpreter there)."""
         tops = {}
         blocked: dict[object, np.ndarray | None] = {}
@@ -336,10 +334,10 @@ class OnlineRanker:
         assert generator.model is not None
         rows, n = generator._rows(request), generator.n
         if generator.proposes_own_items or had is None:
-            return self.tops.top(generator.model, rows, n, None)
+            return generator.model.request_top(rows, n, None)
         if not request.keep_seen:
-            return self.tops.top(generator.model, rows, n, had)
-        top = self.tops.top(generator.model, rows, n + int(had.sum()), None)
+            return generator.model.request_top(rows, n, had)
+        top = generator.model.request_top(rows, n + int(had.sum()), None)
         return keep_new(top, had[np.maximum(top.items, 0)] & (top.items >= 0), n)
 
     def generation_key(self, user_id: str | None, since: _UserEvents) -> GenerationKey:
@@ -399,10 +397,6 @@ class OnlineRanker:
         requests = self.request(user_id, events, extra_history)
         candidates = self.candidates(requests, between)
         return Generated(requests, candidates, self.event_facts(candidates, events))
-
-    def _scores(self, model: Recommender, rows: sp.csr_matrix) -> np.ndarray:
-        """Dense scores of a model `RequestTops` has no shortcut for."""
-        return np.array(model._score(rows), dtype=np.float32)
 
     # -- features --------------------------------------------------------------------------------
     def event_facts(

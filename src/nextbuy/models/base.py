@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -61,6 +62,8 @@ class Recommender(ABC):
     needs_events: ClassVar[bool] = False
     # whether `similar_to` costs little: factor models compare an item with every other one
     cheap_similar: ClassVar[bool] = True
+    # a reference point every evaluation shows (random, best sellers, own history)
+    baseline: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.item_ids: np.ndarray | None = None
@@ -90,6 +93,7 @@ class Recommender(ABC):
     def fit(self, data: InteractionMatrix, items: pd.DataFrame | None = None) -> Self:
         """Train on `data`; `items` is the catalogue (item_id, category, ...) where needed."""
         self.item_ids = np.asarray(data.item_ids, dtype=object).copy()
+        self.__dict__.pop("_request_cache", None)  # what requests prepared from the old fit
         self._fit(data, items)
         return self
 
@@ -148,11 +152,30 @@ class Recommender(ABC):
         scores = self.score(history_row(self.n_items, cols, vals))[0]
         return scores[pool].astype(np.float32)
 
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """The top n of one history row (1 × n_items), `blocked` (bool per item) left out;
+        what `top_k` of the dense scores gives. Families with a shortcut override it."""
+        scores = np.array(self._score(row), dtype=np.float32)
+        if blocked is not None:
+            scores[0, blocked] = -np.inf
+        return top_k(scores, n)
+
+    def _prepared(self, key: str, make: Callable[[], Any]) -> Any:
+        """What requests reuse (an order, a Gram matrix), made once per fitted state."""
+        cache = self.__dict__.setdefault("_request_cache", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
     def similar_to(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n items most like `item`: model indices and scores, best first."""
         top = self.similar_items(np.asarray([item]), n)
         valid = top.items[0] >= 0
         return top.items[0][valid], top.scores[0][valid]
+
+    def item_vectors(self) -> np.ndarray | None:
+        """A dense vector per item the model learnt (factors), None for models without."""
+        return None
 
     def keep_contiguous(self, items: np.ndarray) -> None:  # noqa: B027 - a hint most ignore
         """Items most pools hold (the popular head): a model may keep their rows together,

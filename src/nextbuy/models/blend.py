@@ -8,7 +8,7 @@ order. With weights tuned on a validation split it is how nextbuy beats each sin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,9 @@ import scipy.sparse as sp
 
 from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError
-from nextbuy.models.base import Recommender
+from nextbuy.models.base import Recommender, TopK
 from nextbuy.models.registry import create_model
+from nextbuy.models.request_top import best
 
 Normalise = Literal["zscore", "minmax", "max", "rank"]
 NORMALISATIONS: tuple[str, ...] = ("zscore", "minmax", "max", "rank")
@@ -105,6 +106,11 @@ class Blend(Recommender):
                 return found
         return None
 
+    def combine(self, parts: list[np.ndarray | None]) -> np.ndarray:
+        """The blend of members' score matrices computed elsewhere (tuning scores each member
+        once and only reweighs them per trial)."""
+        return self._combine(parts)
+
     def _pairs(self) -> list[tuple[float, Recommender]]:
         return list(zip(self.weights, self.models, strict=True))
 
@@ -143,6 +149,7 @@ class OwnHistory(Recommender):
     """
 
     name = "own_history"
+    baseline: ClassVar[bool] = True
     TIE_BREAK = 1e-3
 
     def __init__(self) -> None:
@@ -152,6 +159,16 @@ class OwnHistory(Recommender):
     def _fit(self, data: InteractionMatrix, items: pd.DataFrame | None) -> None:
         users = np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.float32)
         self.popularity = users / max(float(users.max(initial=0.0)), 1.0)
+
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """Only the row's own items can score."""
+        items = row.indices.astype(np.int64)
+        mine = row.data > 0
+        if blocked is not None:
+            mine &= ~blocked[items]
+        items = items[mine]
+        scores = row.data[mine].astype(np.float32) + (self.TIE_BREAK * self.popularity)[items]
+        return best(items, scores.astype(np.float32), n)
 
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
         dense = histories.toarray()

@@ -27,7 +27,8 @@ from sklearn.linear_model import Ridge
 from nextbuy.data.content import ContentFeatures, EmbeddingChoice, SentenceEncoder
 from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError, DataError, NotFittedError
-from nextbuy.models.base import Recommender, accumulate, entries, mask_empty
+from nextbuy.models.base import Recommender, TopK, accumulate, entries, mask_empty
+from nextbuy.models.request_top import dense_best, nothing
 
 OUT_OF_RANGE_PENALTY = 1.0  # subtracted from items outside an onboarding price range
 
@@ -125,6 +126,24 @@ class ContentModel(Recommender):
             scores += np.float32(weight) * self.popularity
         scores[:, ~self.has_content] = -np.inf
         return scores
+
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """`_score`'s arithmetic (one pass over the item vectors, plus the popularity term),
+        without its copies, then the top n of the dense row."""
+        if not row.nnz:  # mask_empty: no history, nothing to go on
+            return nothing(n)
+        base = self._prepared("base", self._popularity_term)
+        scores = self.vectors @ self.dense_profiles(row)[0]
+        scores += base
+        if blocked is not None:
+            scores[blocked] = -np.inf
+        return dense_best(scores, n)
+
+    def _popularity_term(self) -> np.ndarray:
+        """The popularity term `score_profiles` adds, -inf where an item has no content."""
+        weight = self.popularity_weight
+        base = np.float32(weight) * self.popularity if weight else np.zeros(self.n_items)
+        return np.where(self.has_content, base, -np.inf).astype(np.float32)
 
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
         return mask_empty(self.score_profiles(self.dense_profiles(histories)), histories)

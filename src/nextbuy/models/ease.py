@@ -27,7 +27,8 @@ from nextbuy.data.content import catalog_frame
 from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError
-from nextbuy.models.base import ModelFitError, Recommender, mask_empty
+from nextbuy.models.base import ModelFitError, Recommender, TopK, mask_empty, top_k
+from nextbuy.models.request_top import nothing
 
 BLOCK = 1024  # columns of XᵀX filled per sparse product, rows copied per step
 
@@ -99,6 +100,23 @@ class EASE(Recommender):
         block[:, self.kept] = self.weights[position[items[known]]]
         scores[known] = block
         return scores
+
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """The same CSR × dense kernel as `_score`, on the row's kept columns only."""
+        kept = self.kept
+        if not row.nnz or not len(kept):
+            return nothing(n)
+        at = self.row_positions[row.indices]
+        inside = at >= 0
+        sub = sp.csr_matrix(
+            (row.data[inside], at[inside].astype(np.int32), np.asarray([0, inside.sum()])),
+            shape=(1, len(kept)),
+        )
+        scores = np.asarray(sub @ self.weights, np.float32).ravel()
+        if blocked is not None:
+            scores[blocked[kept]] = -np.inf
+        top = top_k(scores[None, :], n)
+        return TopK(np.where(top.items >= 0, kept[np.maximum(top.items, 0)], -1), top.scores)
 
     def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
         """The pool's columns of B only."""

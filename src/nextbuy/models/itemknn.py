@@ -16,7 +16,15 @@ from implicit.nearest_neighbours import ItemItemRecommender, bm25_weight, tfidf_
 
 from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError
-from nextbuy.models.base import Recommender, sparse_pool_scores, sparse_scores
+from nextbuy.models.base import (
+    Recommender,
+    TopK,
+    accumulate,
+    entries,
+    sparse_pool_scores,
+    sparse_scores,
+)
+from nextbuy.models.request_top import best
 
 Weighting = Literal["bm25", "tfidf", "none"]
 
@@ -85,6 +93,17 @@ class ItemKNN(Recommender):
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return sparse_scores(self.similarity[items])
+
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """Only items a history item is similar to can score."""
+        at, items, values = entries(self.similarity, row.indices)
+        touched = accumulate(self.n_items, items, row.data[at], values)
+        reached = np.zeros(self.n_items, bool)
+        reached[items] = True  # a mask beats np.unique for a heavy history's many entries
+        if blocked is not None:
+            reached &= ~blocked
+        found = np.flatnonzero(reached)
+        return best(found, touched[found], n)
 
     def _pool_scores(self, cols: np.ndarray, vals: np.ndarray, pool: np.ndarray) -> np.ndarray:
         return sparse_pool_scores(self.similarity, vals, cols, pool)

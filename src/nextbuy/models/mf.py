@@ -30,7 +30,8 @@ from threadpoolctl import threadpool_limits
 
 from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError
-from nextbuy.models.base import ModelFitError, Recommender, best_of, mask_empty
+from nextbuy.models.base import ModelFitError, Recommender, TopK, best_of, mask_empty
+from nextbuy.models.request_top import best, nothing
 
 UseGpu = bool | Literal["auto"]
 FoldIn = Literal["mean", "least_squares"]
@@ -159,6 +160,9 @@ class _FactorModel(Recommender):
             grams[key] = implicit_gram(self._embeddings(), regularization)
         return implicit_fold_in(self._embeddings(), grams[key], cols, vals, alpha)
 
+    def item_vectors(self) -> np.ndarray:
+        return self.item_factors
+
     def keep_contiguous(self, items: np.ndarray) -> None:
         emb = self._embeddings()
         position = np.full(len(emb), -1, np.int64)
@@ -262,6 +266,35 @@ class ALSModel(_FactorModel):
     def _fold_in_one(self, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
         return self._least_squares_one(cols, vals, self.regularization, self.alpha)
 
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """Items are visited by decreasing factor norm. A first block gives an n-th best
+        score; no later item whose norm × the shopper's norm (Cauchy–Schwarz) plus the
+        highest bias left falls below it can enter the top n, so the second block stops
+        there. On the 100,000-item benchmark catalogue about an eighth of the items are
+        scored."""
+        if not row.nnz:  # mask_empty: nothing to fold in
+            return nothing(n)
+        if blocked is None:
+            blocked = np.zeros(self.n_items, bool)
+        prepared = self._prepared(f"norm-order:{id(self.item_factors)}", lambda: NormOrder(self))
+        user = prepared.fold_in(self, row)
+        reach = float(np.linalg.norm(user)) * (1.0 + NORM_BOUND_MARGIN)
+        total = len(prepared.order)
+        first = min(max(4 * n, total // 8), total)
+        items, scores = prepared.scores(user, 0, first, blocked)
+        finite = scores[np.isfinite(scores)]
+        stop = total
+        if first < total and len(finite) >= n and reach > 0:
+            nth = float(np.partition(finite, len(finite) - n)[len(finite) - n])
+            # norms descend: the first position whose bound falls below the n-th best
+            limit = (nth - prepared.bias_left[first]) / reach
+            stop = first + int(np.searchsorted(-prepared.norms[first:], -limit, side="left"))
+        if stop > first:
+            more_items, more_scores = prepared.scores(user, first, stop, blocked)
+            items = np.concatenate([items, more_items])
+            scores = np.concatenate([scores, more_scores])
+        return best(items, scores, n)
+
 
 class BPRModel(_FactorModel):
     """Bayesian Personalised Ranking (Rendle et al. 2009) on binarised interactions.
@@ -337,3 +370,37 @@ class BPRModel(_FactorModel):
         return self._least_squares_one(
             cols, binary, self.fold_in_regularization, self.fold_in_alpha
         )
+
+
+# float32 scores round; the bound is loosened by this share so rounding never prunes an item
+NORM_BOUND_MARGIN = 1e-4
+
+
+class NormOrder:
+    """ALS factors in order of decreasing norm, and YᵀY + λI once (not per request)."""
+
+    def __init__(self, model: ALSModel) -> None:
+        emb = model._embeddings()
+        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+        self.order = np.argsort(-norms, kind="stable")
+        self.factors = np.ascontiguousarray(emb[self.order])
+        self.norms = norms[self.order]
+        bias = np.broadcast_to(np.asarray(model._bias(), np.float32), (len(emb),))
+        self.bias = np.ascontiguousarray(bias[self.order])
+        # the highest bias among items from position i on
+        self.bias_left = np.maximum.accumulate(self.bias[::-1].astype(np.float64))[::-1]
+        self.trained = model.trained[self.order]
+        self.gram = implicit_gram(emb, model.regularization)
+
+    def scores(
+        self, user: np.ndarray, start: int, stop: int, blocked: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(items, float32 scores) of positions start..stop of the norm order."""
+        items = self.order[start:stop]
+        part = self.factors[start:stop] @ user + self.bias[start:stop]
+        part[~self.trained[start:stop] | blocked[items]] = -np.inf
+        return items, part.astype(np.float32, copy=False)
+
+    def fold_in(self, model: ALSModel, rows: sp.csr_matrix) -> np.ndarray:
+        vals = rows.data.astype(np.float64)
+        return implicit_fold_in(model._embeddings(), self.gram, rows.indices, vals, model.alpha)

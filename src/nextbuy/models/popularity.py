@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,8 @@ import scipy.sparse as sp
 from nextbuy.data.matrix import MS_PER_DAY, InteractionMatrix
 from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError
-from nextbuy.models.base import Recommender
+from nextbuy.models.base import Recommender, TopK, accumulate
+from nextbuy.models.request_top import best, order_of, unblocked, union
 
 PopularityBy = Literal["users", "events", "weight"]
 
@@ -33,6 +34,15 @@ class _Ranked(Recommender):
     def __init__(self) -> None:
         super().__init__()
         self.item_scores = np.zeros(0, np.float32)
+
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """A prefix of the one order every shopper shares."""
+        order = self._prepared("order", lambda: order_of(self.item_scores))
+        if blocked is None:
+            picked = order[:n]
+        else:
+            picked = unblocked(order[: n + int(blocked.sum())], blocked)[:n]
+        return best(picked, self.item_scores[picked], n)
 
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
         return np.broadcast_to(self.item_scores, (histories.shape[0], self.n_items)).copy()
@@ -56,6 +66,7 @@ class PopularityModel(_Ranked):
     """All-time most popular items, the same for everyone."""
 
     name = "popularity"
+    baseline: ClassVar[bool] = True
 
     def __init__(self, by: PopularityBy = "users") -> None:
         super().__init__()
@@ -158,6 +169,34 @@ class CategoryBestsellers(Recommender):
         scores[:, self.overall <= 0] = -np.inf
         return scores
 
+    def request_top(self, row: sp.csr_matrix, n: int, blocked: np.ndarray | None) -> TopK:
+        """The shopper's categories' best sellers plus a prefix of the overall order: the
+        popularity term does not depend on the shopper, so deeper items cannot reach n."""
+        if blocked is None:
+            blocked = np.zeros(self.n_items, bool)
+        prepared = self._prepared("categories", lambda: CategoryOrders(self))
+        category = self.category[row.indices]
+        has = category >= 0
+        per_category = accumulate(
+            prepared.n_categories, category[has], np.abs(row.data[has]), np.ones(has.sum())
+        )
+        shares = per_category.astype(np.float64)[None, :]
+        total = shares.sum(axis=1, keepdims=True)
+        shares = (shares / np.where(total > 0, total, 1.0))[0]
+        # slack: float32 rounding may tie two items of different popularity
+        depth = n + int(blocked.sum()) + CATEGORY_SLACK
+        mine = [prepared.members[c][:depth] for c in np.flatnonzero(shares > 0).tolist()]
+        within = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+        rest = prepared.order[: depth + len(within)]
+        items = union(self.n_items, within, rest)
+        scores = np.zeros(len(items), np.float32)
+        category = self.category[items]
+        has = category >= 0
+        scores[has] = shares[category[has]] * self.item_scores[items[has]]
+        scores += prepared.base[items]
+        scores[(self.overall[items] <= 0) | blocked[items]] = -np.inf
+        return best(items, scores, n)
+
     def _score(self, histories: sp.csr_matrix) -> np.ndarray:
         return self._combine(self._shares(histories))
 
@@ -175,3 +214,22 @@ class CategoryBestsellers(Recommender):
         self.item_scores = state["item_scores"]
         self.overall = state["overall"]
         self.category = state["category"]
+
+
+CATEGORY_SLACK = 8
+
+
+class CategoryOrders:
+    """Per category its sold items by popularity, and the overall order, once per fit."""
+
+    def __init__(self, model: CategoryBestsellers) -> None:
+        category = model.category
+        n_cat = int(category.max()) + 1 if len(category) else 0
+        self.n_categories = max(n_cat, 1)
+        self.base = np.asarray(model.TIE_BREAK * model.overall, np.float32)
+        finite = np.where(model.overall > 0, self.base, -np.inf)
+        self.order = order_of(finite)
+        # within a category, score order is popularity order; sold items only
+        within = order_of(np.where(model.overall > 0, model.item_scores, -np.inf))
+        by_category = category[within]
+        self.members = [within[by_category == c] for c in range(n_cat)]

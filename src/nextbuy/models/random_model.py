@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ class RandomModel(Recommender):
     """
 
     name = "random"
+    baseline: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
