@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from nextbuy.data.schema import INTERACTION_COLUMNS
 from nextbuy.datasets.shop import ShopData
 
 EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "purchase")
@@ -37,16 +38,7 @@ HOURLY_SHAPE = np.array(
 )
 YEARLY_PEAK_DAY = 335  # early December
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
-CSV_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "item_id",
-    "event_type",
-    "timestamp",
-    "value",
-    "quantity",
-    "session_id",
-    "order_id",
-)
+CSV_COLUMNS: tuple[str, ...] = INTERACTION_COLUMNS[: INTERACTION_COLUMNS.index("order_id") + 1]
 MS_PER_DAY = 86_400_000
 SESSIONS_PER_BLOCK = 50_000
 

@@ -67,9 +67,10 @@ def _pick(cumulative: np.ndarray, u: float | np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(cumulative, u, side="right"), len(cumulative) - 1)
 
 
-def _shown_weights(
+def shown_weights(
     experiment: ExperimentConfig, weights: Mapping[str, float] | None
 ) -> tuple[list[str], np.ndarray]:
+    """The shown variants and their cumulative shares (the configured split, or `weights`)."""
     names = [v.name for v in experiment.shown_variants]
     if weights is None:
         w = np.array([v.weight for v in experiment.shown_variants], dtype=np.float64)
@@ -92,7 +93,7 @@ def assign(
     """
     if experiment.status != "running":
         return None
-    names, cumulative = _shown_weights(experiment, weights)
+    names, cumulative = shown_weights(experiment, weights)
     return names[int(_pick(cumulative, bucket(experiment.hash_salt, unit_id)))]
 
 
@@ -104,7 +105,7 @@ def assign_many(
     """``assign`` for many units: an object array of variant names (None when not running)."""
     if experiment.status != "running":
         return np.full(len(unit_ids), None, dtype=object)
-    names, cumulative = _shown_weights(experiment, weights)
+    names, cumulative = shown_weights(experiment, weights)
     picks = _pick(cumulative, buckets(experiment.hash_salt, unit_ids))
     return np.asarray(names, dtype=object)[picks]
 

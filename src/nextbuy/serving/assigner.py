@@ -12,10 +12,8 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from nextbuy.config.experiments import ExperimentConfig
-from nextbuy.experiments.assignment import Assignment, bucket, layer_salt, unit_key
+from nextbuy.experiments.assignment import Assignment, bucket, layer_salt, shown_weights, unit_key
 
 
 @dataclass(frozen=True)
@@ -38,17 +36,8 @@ class _Layer:
 
 
 def _cumulative(experiment: ExperimentConfig, weights: Mapping[str, float] | None) -> list:
-    # the same expressions as assignment._shown_weights, so the same floats
-    names = [v.name for v in experiment.shown_variants]
-    if weights is None:
-        w = np.array([v.weight for v in experiment.shown_variants], dtype=np.float64)
-    else:
-        w = np.array([float(weights.get(n, 0.0)) for n in names], dtype=np.float64)
-    if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(
-            f"experiment {experiment.name!r}: weights must be >= 0 with a positive sum"
-        )
-    return (np.cumsum(w) / w.sum()).tolist()
+    # the very floats `assignment.assign` draws against, so both give a unit the same arm
+    return shown_weights(experiment, weights)[1].tolist()
 
 
 class CompiledAssigner:

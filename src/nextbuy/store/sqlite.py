@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from nextbuy.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS
 from nextbuy.errors import StoreError
 from nextbuy.store.base import (
     INTERACTION_ARROW_SCHEMA,
@@ -97,43 +98,13 @@ CREATE INDEX IF NOT EXISTS events_recommendation ON events(recommendation_id)
     WHERE recommendation_id IS NOT NULL;
 """
 
-EVENT_COLUMNS = (
+# Stored columns: the data model's, with the time as ts and the bookkeeping ones.
+EVENT_COLUMNS: tuple[str, ...] = (
     "event_key",
-    "user_id",
-    "item_id",
-    "event_type",
-    "ts",
-    "value",
-    "quantity",
-    "session_id",
-    "order_id",
-    "recommendation_id",
-    "context",
-    "event_id",
+    *("ts" if c == "timestamp" else c for c in INTERACTION_COLUMNS),
 )
-ITEM_STORE_COLUMNS = (
-    "item_id",
-    "title",
-    "description",
-    "category",
-    "brand",
-    "price",
-    "margin",
-    "available",
-    "stock",
-    "created_at",
-    "tags",
-    "attributes",
-    "updated_at",
-)
-USER_STORE_COLUMNS = (
-    "user_id",
-    "attributes",
-    "consent",
-    "onboarding",
-    "created_at",
-    "updated_at",
-)
+ITEM_STORE_COLUMNS: tuple[str, ...] = (*ITEM_COLUMNS, "updated_at")
+USER_STORE_COLUMNS: tuple[str, ...] = (*USER_COLUMNS, "updated_at")
 
 ROWS_PER_STATEMENT = 500
 SLICE_ROWS = 20_000
