@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +16,7 @@ import pandas as pd
 
 from nextbuy.config import Settings, load_settings
 from nextbuy.datasets import load_sample_shop
+from nextbuy.experiments.simulator import ServerProcess as Server
 from nextbuy.ingest import ImportOptions, import_frame
 from nextbuy.store import open_store
 from nextbuy.store.registry import ModelRegistry
@@ -86,12 +84,6 @@ def build_project(root: Path) -> Settings:
     return settings
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def nextbuy(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nextbuy.cli", *args],
@@ -101,47 +93,6 @@ def nextbuy(project: Path, *args: str, timeout: float = 60) -> subprocess.Comple
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
-
-
-class Server:
-    """`nextbuy serve` in a subprocess, on a free port of localhost."""
-
-    def __init__(self, project: Path) -> None:
-        self.project = project
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = project / f"serve-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90) -> Server:
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "nextbuy.cli", "serve", "--port", str(self.port)],
-                cwd=self.project,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready in {timeout} s: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from nextbuy.datasets import load_sample_shop
 from nextbuy.evaluation import evaluate
 from nextbuy.evaluation.splits import temporal_split
 from nextbuy.evaluation.tuning import tune
+from nextbuy.experiments.simulator import free_port
 from nextbuy.hybrid.model import HybridModel
 from nextbuy.ingest import ImportOptions, import_frame
 from nextbuy.models import Recommender, register_model
@@ -30,7 +31,7 @@ from nextbuy.serving.batch import batch_lists
 from nextbuy.store import open_store
 from nextbuy.store.registry import ModelRegistry
 from nextbuy.training import train_version
-from serving_helpers import free_port, trained_users
+from serving_helpers import trained_users
 
 LINES = 40_000
 K = 8
