@@ -254,7 +254,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path or 'settings'}: {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{path or 'settings'}: {where}: {message}") from None
     if path is not None:
         settings.config_path = path.resolve()
         if not settings.data_dir.is_absolute():

@@ -26,7 +26,10 @@ from nextbuy.rules.config import (
     DEFAULT_PLACEMENTS,
     PlacementConfig,
     RuleConfig,
+    RuleConfigBase,
     build_rules,
+    register_rule,
+    rule_types,
     with_default_placements,
 )
 from nextbuy.rules.expression import compile_expression
@@ -39,8 +42,11 @@ __all__ = [
     "RequestContext",
     "Rule",
     "RuleConfig",
+    "RuleConfigBase",
     "apply_rules",
     "build_rules",
     "compile_expression",
+    "register_rule",
+    "rule_types",
     "with_default_placements",
 ]

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nextbuy.errors import ConfigError
 from nextbuy.rules.base import Rule, normalise_path
@@ -23,14 +32,53 @@ from nextbuy.rules.placing import Discovery, Promote
 
 
 # -- configuration --------------------------------------------------------------------------
-class _RuleConfig(BaseModel):
+class RuleConfigBase(BaseModel):
+    """A rule as written in nextbuy.toml: a `type` literal naming it, its settings, and
+    `build` making the rule. Subclass it and `register_rule` the subclass to add a rule."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def build(self) -> Rule:
         raise NotImplementedError
 
 
-class ExcludePurchasedConfig(_RuleConfig):
+_RULE_TYPES: dict[str, type[RuleConfigBase]] = {}
+R = TypeVar("R", bound=type[RuleConfigBase])
+
+
+def register_rule(config: R) -> R:
+    """Make a rule configurable by its `type` in every placement; a class decorator."""
+    kind = config.model_fields["type"].default
+    if not isinstance(kind, str):
+        raise TypeError(f"{config.__name__} needs a `type` literal with a default")
+    _RULE_TYPES[kind] = config
+    return config
+
+
+def rule_types() -> list[str]:
+    return sorted(_RULE_TYPES)
+
+
+def _rule_config(value: Any) -> RuleConfigBase:
+    """A rule table from nextbuy.toml as the config of its registered type."""
+    if isinstance(value, RuleConfigBase):
+        return value
+    known = ", ".join(rule_types())
+    if not isinstance(value, Mapping) or "type" not in value:
+        raise ValueError(f"a rule needs a type, one of {known}")
+    config = _RULE_TYPES.get(str(value["type"]))
+    if config is None:
+        raise ValueError(f"unknown rule type {value['type']!r}; known: {known}")
+    try:
+        return config.model_validate(dict(value))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in (value["type"], *first["loc"]))
+        raise ValueError(f"{where}: {first['msg']}") from None
+
+
+@register_rule
+class ExcludePurchasedConfig(RuleConfigBase):
     """Leave out what the user bought within `days` (unset: ever). `when = "discovery"`
     applies it only while the served version shows what customers have not had yet: where
     `nextbuy train` found that customers buy again, its lists repeat purchases on purpose."""
@@ -43,7 +91,8 @@ class ExcludePurchasedConfig(_RuleConfig):
         return ExcludePurchased(self.days, self.when)
 
 
-class ExcludeUnavailableConfig(_RuleConfig):
+@register_rule
+class ExcludeUnavailableConfig(RuleConfigBase):
     """Leave out items the shop marks unavailable or holds no stock of."""
 
     type: Literal["exclude_unavailable"] = "exclude_unavailable"
@@ -52,7 +101,8 @@ class ExcludeUnavailableConfig(_RuleConfig):
         return ExcludeUnavailable()
 
 
-class CategoriesConfig(_RuleConfig):
+@register_rule
+class CategoriesConfig(RuleConfigBase):
     """Keep only `include` paths (if any), then drop `exclude` ones.
 
     A name matches its path and everything below it: "Shoes" covers "Shoes > Running".
@@ -69,7 +119,8 @@ class CategoriesConfig(_RuleConfig):
         return PrefixFilter("category", paths(self.include), paths(self.exclude), "categories")
 
 
-class BrandsConfig(_RuleConfig):
+@register_rule
+class BrandsConfig(RuleConfigBase):
     """Keep only `include` brands (if any), then drop `exclude` ones; case is ignored."""
 
     type: Literal["brands"] = "brands"
@@ -83,7 +134,8 @@ class BrandsConfig(_RuleConfig):
         return PrefixFilter("brand", names(self.include), names(self.exclude), "brands")
 
 
-class PriceRangeConfig(_RuleConfig):
+@register_rule
+class PriceRangeConfig(RuleConfigBase):
     """Keep prices in [min, max]; items without a price go."""
 
     type: Literal["price_range"] = "price_range"
@@ -100,7 +152,8 @@ class PriceRangeConfig(_RuleConfig):
         return PriceRange(self.min, self.max)
 
 
-class ExpressionConfig(_RuleConfig):
+@register_rule
+class ExpressionConfig(RuleConfigBase):
     """Keep items for which `expression` holds (see nextbuy.rules.expression)."""
 
     type: Literal["expression"] = "expression"
@@ -119,7 +172,8 @@ class ExpressionConfig(_RuleConfig):
         return ExpressionFilter(compile_expression(self.expression))
 
 
-class BoostMarginConfig(_RuleConfig):
+@register_rule
+class BoostMarginConfig(RuleConfigBase):
     """score × (1 + weight × margin)."""
 
     type: Literal["boost_margin"] = "boost_margin"
@@ -129,7 +183,8 @@ class BoostMarginConfig(_RuleConfig):
         return BoostMargin(self.weight)
 
 
-class BoostNewConfig(_RuleConfig):
+@register_rule
+class BoostNewConfig(RuleConfigBase):
     """score × factor for items created within `days`."""
 
     type: Literal["boost_new"] = "boost_new"
@@ -140,7 +195,8 @@ class BoostNewConfig(_RuleConfig):
         return BoostNew(self.days, self.factor)
 
 
-class PromoteConfig(_RuleConfig):
+@register_rule
+class PromoteConfig(RuleConfigBase):
     """Up to `slots` of `items` at `positions` (1-based; default the top places)."""
 
     type: Literal["promote"] = "promote"
@@ -159,7 +215,8 @@ class PromoteConfig(_RuleConfig):
         return Promote(tuple(dict.fromkeys(self.items)), self.slots, positions)
 
 
-class DiversityConfig(_RuleConfig):
+@register_rule
+class DiversityConfig(RuleConfigBase):
     """MMR re-ordering with a λ, and strict caps per category (`by`) and per brand."""
 
     type: Literal["diversity"] = "diversity"
@@ -172,7 +229,8 @@ class DiversityConfig(_RuleConfig):
         return Diversity(self.mmr_lambda, self.max_per_category, self.max_per_brand, self.by)
 
 
-class DiscoveryConfig(_RuleConfig):
+@register_rule
+class DiscoveryConfig(RuleConfigBase):
     """A `share` of the k slots for categories outside the user's usual ones."""
 
     type: Literal["discovery"] = "discovery"
@@ -183,20 +241,8 @@ class DiscoveryConfig(_RuleConfig):
         return Discovery(self.share, self.by)
 
 
-RuleConfig = Annotated[
-    ExcludePurchasedConfig
-    | ExcludeUnavailableConfig
-    | CategoriesConfig
-    | BrandsConfig
-    | PriceRangeConfig
-    | ExpressionConfig
-    | BoostMarginConfig
-    | BoostNewConfig
-    | PromoteConfig
-    | DiversityConfig
-    | DiscoveryConfig,
-    Field(discriminator="type"),
-]
+# Any registered rule: validated by its `type`, dumped with all its fields.
+RuleConfig = Annotated[SerializeAsAny[RuleConfigBase], BeforeValidator(_rule_config)]
 _BOOSTS = ("boost_margin", "boost_new")
 
 
