@@ -93,7 +93,7 @@ def send_events(users: list[str], items: list[str]) -> None:
         ]
         request = urllib.request.Request(
             f"http://127.0.0.1:{PORT}/v1/events",
-            data=json.dumps(batch).encode(),
+            data=json.dumps({"events": batch}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as answer:
