@@ -70,6 +70,30 @@ def test_a_recommendation_response_carries_id_version_placement_and_explained_it
     assert len(set(ids(body))) == 7
 
 
+def test_every_route_answers_on_the_documented_score_scale(
+    api: httpx.Client, project: tuple[Path, Settings]
+) -> None:
+    user = trained_users(project[1], 4)[3]
+    item = ids(recommend(api, "/v1/trending", k=1))[0]
+    bodies = [
+        recommend(api, f"/v1/users/{user}/recommendations", k=10, placement=placement)
+        for placement in ("home", "email", "garden", "product_page")
+    ]
+    bodies += [
+        recommend(api, "/v1/trending", k=10),
+        recommend(api, f"/v1/items/{item}/similar", k=10),
+        recommend(api, f"/v1/items/{item}/bought-together", k=10),
+        recommend(api, f"/v1/users/{user}/buy-again", k=10),
+        api.post("/v1/recommendations/cart", json={"items": [item], "k": 6}).json(),
+        api.post("/v1/rerank", json={"user_id": user, "items": ids(bodies[0])}).json(),
+    ]
+    for body in bodies:
+        scores = [i["score"] for i in body["items"] if i["score"] is not None]
+        assert scores, body["placement"]
+        assert all(0 <= s <= 1 for s in scores), body["placement"]
+        assert scores == sorted(scores, reverse=True), body["placement"]
+
+
 # -- events change the next answer ------------------------------------------------------------
 def test_an_anonymous_purchase_leaves_the_list_and_brings_its_complements(
     api: httpx.Client,

@@ -24,6 +24,7 @@ from nextbuy.serving.events import EventErrors, checked_rows, clean_rows, parse_
 from nextbuy.serving.keys import KeyStore
 from nextbuy.serving.online import OnlineEvent, OnlineState
 from nextbuy.serving.profiles import Profiles
+from nextbuy.serving.recommend import list_scores
 from nextbuy.serving.segment import Segment
 from nextbuy.store.sqlite import SQLiteStore
 
@@ -301,3 +302,11 @@ def test_occlusion_skips_features_no_tree_splits_on_with_the_same_contributions(
     np.testing.assert_array_equal(skipped, every)
     assert (every[:, 2] == 0).all() and (every[:, 0] != 0).any()
     assert Counted.rows == copied - len(x)  # one copy of each row fewer: feature 2's
+
+
+def test_list_scores_put_boosted_and_placed_items_on_the_one_scale() -> None:
+    boosted = list_scores(np.array([1.5, 0.9, 0.3]))  # a boost lifted the first past 1
+    np.testing.assert_allclose(boosted, [1.0, 0.6, 0.2])
+    placed = list_scores(np.array([0.8, 0.95, 0.1, np.nan]))  # a promotion placed the first
+    np.testing.assert_allclose(placed, [0.8, 0.8, 0.1, 0.0])
+    assert list_scores(np.zeros(0)).shape == (0,)

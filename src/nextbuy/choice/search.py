@@ -41,7 +41,7 @@ from nextbuy.choice.trials import Trial, Validation
 from nextbuy.config import Settings
 from nextbuy.errors import DataError
 from nextbuy.evaluation.splits import stratified_split
-from nextbuy.hybrid.pipeline import default_generators
+from nextbuy.hybrid.config import default_generators
 from nextbuy.models import Recommender
 from nextbuy.models.blend import Blend
 

@@ -17,7 +17,7 @@ import optuna
 
 from nextbuy.choice.budget import PRIOR_RATES, Sizes
 from nextbuy.choice.shape import DataShape
-from nextbuy.hybrid.pipeline import default_generators
+from nextbuy.hybrid.config import default_generators
 
 # (trial, the data's shape, its sizes, the parameters the search starts from) -> parameters
 SpaceFunction = Callable[[optuna.Trial, DataShape, Sizes, Mapping[str, Any]], dict[str, Any]]

@@ -6,9 +6,10 @@ by `HybridRecommender` (`pipeline`) and measured by `evaluate`.
 """
 
 from nextbuy.hybrid.candidates import CandidateSet, GeneratorSpec, merge
+from nextbuy.hybrid.config import HybridConfig, default_generators
 from nextbuy.hybrid.features import FeatureBuilder, LeakageError, RankingContext, prepare_events
 from nextbuy.hybrid.objective import ValueObjective
-from nextbuy.hybrid.pipeline import HybridConfig, HybridRecommender, default_generators
+from nextbuy.hybrid.pipeline import HybridRecommender
 from nextbuy.hybrid.ranker import Ranker
 
 __all__ = [

@@ -31,15 +31,11 @@ from nextbuy.datasets import SyntheticShop
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.runner import EvaluationSetup, fill_with_popular, prepare
 from nextbuy.evaluation.splits import Split, temporal_split
+from nextbuy.hybrid.config import HybridConfig, default_generators
 from nextbuy.hybrid.features import prepare_events
 from nextbuy.hybrid.objective import ValueObjective, expected_value
-from nextbuy.hybrid.pipeline import (
-    HybridConfig,
-    HybridRecommender,
-    Scored,
-    default_generators,
-    first_baskets,
-)
+from nextbuy.hybrid.pipeline import HybridRecommender, first_baskets
+from nextbuy.hybrid.stage import Scored
 from nextbuy.models import create_model
 from nextbuy.models.base import Recommender
 from nextbuy.models.content_model import ContentModel, FactorMapping, extend_factors

@@ -32,10 +32,12 @@ import scipy.sparse as sp
 
 from nextbuy.data.matrix import InteractionMatrix, _str_array
 from nextbuy.errors import ConfigError, DataError, NotFittedError
+from nextbuy.hybrid.config import HybridConfig
 from nextbuy.hybrid.objective import rank_groups
 from nextbuy.hybrid.online import OnlineRanker
-from nextbuy.hybrid.pipeline import HybridConfig, HybridRecommender, Scored
+from nextbuy.hybrid.pipeline import HybridRecommender
 from nextbuy.hybrid.requests import CONTENT_SIMILARITY_WEIGHT, HybridRequests
+from nextbuy.hybrid.stage import Scored
 from nextbuy.models.base import Recommender, TopK, _stack
 
 Step = Callable[[str], None]

@@ -27,274 +27,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from nextbuy.data.content import ContentFeatures, EmbeddingChoice, catalog_frame
-from nextbuy.data.matrix import InteractionMatrix, _atomic_write_text, build_matrix
-from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
-from nextbuy.errors import ConfigError, DataError, NotFittedError, NotFoundError
+from nextbuy.data.content import ContentFeatures, catalog_frame
+from nextbuy.data.matrix import _atomic_write_text
+from nextbuy.errors import DataError, NotFittedError, NotFoundError
 from nextbuy.hybrid.candidates import (
-    CandidateRequest,
     CandidateSet,
-    Generator,
-    GeneratorSpec,
-    generate,
 )
+from nextbuy.hybrid.config import HybridConfig
 from nextbuy.hybrid.explain import ItemFacts, Reason, reasons
 from nextbuy.hybrid.features import (
-    FeatureBuilder,
     RankingContext,
     RequestTime,
     before,
     label_contexts,
     prepare_events,
 )
-from nextbuy.hybrid.objective import ValueObjective, rank_groups
+from nextbuy.hybrid.objective import ValueObjective
 from nextbuy.hybrid.ranker import Ranker
+from nextbuy.hybrid.stage import Scored, Stage
 
 FORMAT_VERSION = 1
-EXPOSURE_SCALE = 1000.0  # exposure share in tenths of a percent inside the log
 EXPOSURE_K = 10  # list length the exposure shares are measured at
 EXPOSURE_USERS = 2000  # active users scored to measure them
-HybridProtocol = Literal["discovery", "repeat"]
 Step = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-def default_generators(protocol: HybridProtocol = "discovery") -> list[GeneratorSpec]:
-    """The generator line-up; buy-again joins under the repeat-aware protocol."""
-    specs = [
-        GeneratorSpec("als", 100, {"factors": 64, "regularization": 1.0, "alpha": 10.0}),
-        GeneratorSpec("ease", 100, {"reg": 3000.0, "prune_items": True}),
-        GeneratorSpec("itemknn", 50, {"neighbours": 100}),
-        GeneratorSpec("recent", 50, {"neighbours": 100}),
-        GeneratorSpec("content", 50, {"embeddings": "none", "popularity_weight": 0.1}),
-        GeneratorSpec("trending", 30, {"half_life_days": 7.0}),
-        GeneratorSpec("category", 30, {}),
-    ]
-    if protocol == "repeat":
-        specs.append(GeneratorSpec("buy_again", 100, {}))
-    return specs
-
-
-@dataclass
-class HybridConfig:
-    """Everything that shapes the pipeline; JSON-ready so a saved pipeline can be rebuilt."""
-
-    protocol: HybridProtocol = "discovery"
-    weights: dict[str, float] | None = None  # event weights (default: nextbuy's)
-    half_life_days: float | None = 60.0  # decay of the generators' training matrix
-    label_days: float = 30.0
-    label_windows: int = 3
-    recent_items: int = 5
-    # sentence embeddings when the extra is installed; computed once per catalogue change
-    embeddings: EmbeddingChoice = "auto"
-    generators: list[GeneratorSpec] | None = None
-    ranker_params: dict[str, Any] = field(default_factory=dict)
-    max_train_users: int | None = None
-    # Coverage control: subtract exposure_penalty × log(1 + 1000 × share of active users whose
-    # list would hold the item) from its score. 0 ranks by relevance alone.
-    exposure_penalty: float = 0.0
-    # Users with no history (and no events since) are ordered by this generator's score.
-    cold_start_generator: str | None = "trending"
-    seed: int = 0
-    # LightGBM and BLAS threads. OpenMP spins while it waits, so on cores shared with other
-    # work one thread trains ~3x faster than two; raise it on a dedicated machine.
-    n_jobs: int = 1
-
-    def __post_init__(self) -> None:
-        if self.protocol not in ("discovery", "repeat"):
-            raise ConfigError(f"protocol must be discovery or repeat, not {self.protocol!r}")
-        if self.label_days <= 0 or self.label_windows < 1 or self.recent_items < 1:
-            raise ConfigError("label_days > 0, label_windows >= 1 and recent_items >= 1 needed")
-        if self.generators is None:
-            self.generators = default_generators(self.protocol)
-        self.generators = [
-            g if isinstance(g, GeneratorSpec) else GeneratorSpec(**g) for g in self.generators
-        ]
-
-    def event_weights(self) -> dict[str, float]:
-        return dict(DEFAULT_EVENT_WEIGHTS if self.weights is None else self.weights)
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["generators"] = [asdict(g) for g in self.generators or []]
-        return out
-
-
-# --------------------------------------------------------------------------- one stage
-
-
-class Stage:
-    """Generators and features fitted on the events before one cutoff."""
-
-    def __init__(
-        self,
-        events: pd.DataFrame,
-        items: pd.DataFrame | None,
-        content: ContentFeatures,
-        cutoff: pd.Timestamp,
-        config: HybridConfig,
-        *,
-        fit: bool = True,
-    ) -> None:
-        self.cutoff = cutoff
-        self.config = config
-        past = before(events, cutoff)
-        self.events = past
-        self.generators: list[Generator] = [spec.build() for spec in config.generators or []]
-        # one training matrix per decay the generators ask for; "default" is the pipeline's
-        self.matrices = {
-            hl: self._matrix(past, content, config.half_life_days if hl == "default" else hl)
-            for hl in {"default", *(g.half_life_days for g in self.generators)}
-        }
-        self.data = self.matrices["default"]
-        self.item_ids = np.asarray(self.data.item_ids, dtype=object)
-        if fit:
-            for generator in self.generators:
-                generator.fit(self.matrices[generator.half_life_days], items, content)
-        self.features = FeatureBuilder(past, self.item_ids, content, cutoff)
-
-    def _matrix(
-        self, past: pd.DataFrame, content: ContentFeatures, half_life: Any
-    ) -> InteractionMatrix:
-        return build_matrix(
-            [past[["user_id", "item_id", "event_type", "timestamp"]]],
-            self.config.event_weights(),
-            half_life,
-            reference_time=self.cutoff,
-            item_ids=list(content.item_ids),
-        )
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    def request(
-        self,
-        user_ids: Sequence[str],
-        extra_events: pd.DataFrame | None = None,
-        now: RequestTime = None,
-    ) -> dict[Any, CandidateRequest]:
-        """Per matrix: history, recent-items and exclusion rows of these users at request time.
-
-        Events since the cutoff join the histories at full weight (they are the newest).
-        """
-        mine, _ = self.features.user_events(user_ids, extra_events, now)
-        fresh = None
-        if extra_events is not None and len(extra_events):
-            late = mine.loc[mine["timestamp"] >= self.cutoff]
-            fresh = self._rows(late, user_ids, late["weight"].to_numpy())
-        recent = self._recent(mine, user_ids)
-        out: dict[Any, CandidateRequest] = {}
-        for key, data in self.matrices.items():
-            histories = data.rows(list(user_ids))
-            if fresh is not None:
-                histories = histories + fresh
-            histories = sp.csr_matrix(histories, dtype=np.float32)
-            exclude = sp.csr_matrix(histories > 0, dtype=np.float32)
-            keep_seen = self.config.protocol == "repeat"
-            out[key] = CandidateRequest(histories, recent, exclude, keep_seen)
-        return out
-
-    def _rows(
-        self, events: pd.DataFrame, user_ids: Sequence[str], values: np.ndarray
-    ) -> sp.csr_matrix:
-        rows = pd.Index(np.asarray(user_ids, dtype=object)).get_indexer(events["user_id"])
-        cols = pd.Index(self.item_ids).get_indexer(events["item_id"])
-        ok = (rows >= 0) & (cols >= 0)
-        out = sp.csr_matrix(
-            (np.asarray(values, np.float32)[ok], (rows[ok], cols[ok])),
-            shape=(len(user_ids), self.n_items),
-        )
-        out.sum_duplicates()
-        return out
-
-    def _recent(self, mine: pd.DataFrame, user_ids: Sequence[str]) -> sp.csr_matrix:
-        """The last `recent_items` distinct items per user, weights 1, 1/2, 1/3, ..."""
-        latest = mine.sort_values("timestamp", ascending=False, kind="stable")
-        latest = latest.drop_duplicates(["user_id", "item_id"])
-        position = latest.groupby("user_id").cumcount().to_numpy()
-        keep = position < self.config.recent_items
-        return self._rows(latest.loc[keep], user_ids, 1.0 / (1.0 + position[keep]))
-
-    def candidates(
-        self,
-        user_ids: Sequence[str],
-        extra_events: pd.DataFrame | None = None,
-        now: RequestTime = None,
-        context: RankingContext | Sequence[RankingContext] | None = None,
-    ) -> tuple[CandidateSet, pd.DataFrame, CandidateRequest]:
-        """Merged candidates of these users, their ranker features and the default request."""
-        requests = self.request(user_ids, extra_events, now)
-        with threadpool_limits(self.config.n_jobs):
-            candidates = generate(self.generators, requests, self.n_items)
-        frame = self.features.build(
-            candidates, user_ids, extra_events=extra_events, now=now, context=context
-        )
-        return candidates, frame, requests["default"]
-
-
-# --------------------------------------------------------------------------- scored output
-
-
-@dataclass
-class Scored:
-    """Every candidate of a request with its ranker score and calibrated probability."""
-
-    user_ids: np.ndarray
-    candidates: CandidateSet
-    features: pd.DataFrame
-    raw: np.ndarray
-    probability: np.ndarray
-    request: CandidateRequest
-    exposure: np.ndarray | None = None  # share of active users whose list holds each item
-    fallback: np.ndarray | None = None  # per candidate: the order for users with no history
-
-    def top(
-        self,
-        k: int,
-        objective: ValueObjective | None = None,
-        price: Any = None,
-        exposure_penalty: float = 0.0,
-    ) -> np.ndarray:
-        """(n_users, k) positions into the candidates of each user's best k, -1 padded.
-
-        With an `objective` of weight > 0 the order is by relevance × value; an
-        `exposure_penalty` then pushes items that most users' lists hold down, in log space.
-        """
-        score = self.ordering(objective, price, exposure_penalty)
-        return rank_groups(self.candidates.rows, score, len(self.user_ids), k)
-
-    def ordering(
-        self,
-        objective: ValueObjective | None = None,
-        price: Any = None,
-        exposure_penalty: float = 0.0,
-    ) -> np.ndarray:
-        """The score `top` orders each user's candidates by (see `top`)."""
-        score = self.raw
-        if objective is not None and objective.weight > 0:
-            score = np.log(objective.score(self.probability, price))
-        if exposure_penalty > 0 and self.exposure is not None:
-            share = self.exposure[self.candidates.items]
-            score = score - exposure_penalty * np.log1p(EXPOSURE_SCALE * share)
-        if self.fallback is not None:
-            # nothing to personalise on: the ranker, trained mostly on known customers, orders
-            # these lists worse than the fallback generator does on its own
-            cold = (np.diff(self.request.histories.indptr) == 0)[self.candidates.rows]
-            score = np.where(cold, self.fallback, score)
-        return score
 
 
 class HybridRecommender:

@@ -12,8 +12,9 @@ answered:
   very next answer without retraining.
 - Candidates (candidates.py): without new events, the user's top list precomputed at load;
   with them, a pool (that list, partners of what they just did, popular and trending items)
-  scored exactly by the model's fast path (scorer.py); complements of a fresh purchase
-  lead; cold start falls back to page category, onboarding answers, trending, popular.
+  scored exactly by the model's own fast path (`Recommender.pool_scores`); complements of a
+  fresh purchase lead; cold start falls back to page category, onboarding answers,
+  trending, popular.
 - Rules per placement (nextbuy.rules), then reasons for the final k (explain.py).
 
 Load-time reads and every write go through the store; events, items and users are written

@@ -192,6 +192,7 @@ def rerank(state: ServingState, live: Live, item_ids: list[str], ask: Ask) -> di
         np.full(len(scores), "personal", dtype=object),
     )
     reasons = explain(live, cands, shopper, {}, {}) if len(scores) else []
+    scaled = dict(zip(scores, _min_max(np.asarray(list(scores.values()))).tolist(), strict=True))
     items = []
     for position, i in enumerate(order):
         at = positions[i]
@@ -199,7 +200,7 @@ def rerank(state: ServingState, live: Live, item_ids: list[str], ask: Ask) -> di
         items.append(
             {
                 "item_id": item_ids[i],
-                "score": scores[at] if known else None,
+                "score": scaled[at] if known else None,
                 "title": _title(live, at) if at >= 0 else None,
                 "reason": reasons[position] if known else None,
                 "position": position + 1,
@@ -300,7 +301,7 @@ def _respond(
 ) -> dict[str, Any]:
     reasons = explain(live, out, shopper, anchors, labels)
     ids, titles = live.catalog.item_ids, live.catalog.title
-    scores = np.round(out.scores, 6).tolist()
+    scores = list_scores(out.scores).tolist()
     items = [
         {
             "item_id": ids[item],
@@ -314,6 +315,29 @@ def _respond(
         )
     ]
     return _body(live, placement.name, items, shopper.user_id)
+
+
+def list_scores(scores: np.ndarray) -> np.ndarray:
+    """The scale every list is answered in: [0, 1], the first item at most 1 and none above
+    the one before it. Lists are merged in [0, 1] bands; a boost may lift a score past 1 and
+    a promotion or diversity may place an item above a better-scored one, so the list is
+    divided by its best score when that exceeds 1 and each item takes at most the score of
+    the item above it."""
+    values = np.nan_to_num(np.asarray(scores, np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    if not len(values):
+        return values
+    values = values / max(1.0, float(values.max()))
+    return np.round(np.minimum.accumulate(np.clip(values, 0.0, 1.0)), 6)
+
+
+def _min_max(scores: np.ndarray) -> np.ndarray:
+    """Raw model scores of the caller's items on [0, 1]: the best 1, the least 0."""
+    if not len(scores):
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    if high <= low:
+        return np.ones(len(scores))
+    return np.round((scores - low) / (high - low), 6)
 
 
 def _body(live: Live, placement: str, items: list[dict[str, Any]], user_id: str | None) -> dict:

@@ -14,7 +14,14 @@ ID = Field(min_length=1, max_length=256)
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float | None = Field(description="Relevance in [0, 1], comparable within a list.")
+    score: float | None = Field(
+        description=(
+            "Relevance in [0, 1], comparable within this list only: the first item's is at "
+            "most 1 and none is above the one before it (an item a rule lifted or placed "
+            "takes the score of its place). Re-ranked items: the model's scores scaled so "
+            "the best is 1 and the least 0; null where the model cannot score an item."
+        )
+    )
     title: str | None
     reason: str | None = Field(description='e.g. "because you bought X", "trending".')
     position: int = Field(description="1-based.")
