@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 
 from nextbuy.evaluation import metrics
-from nextbuy.evaluation.runner import EvaluationSetup, fill_with_popular
+from nextbuy.evaluation.setup import EvaluationSetup, fill_with_popular
 from nextbuy.models.base import BLOCK_SCORES, Recommender
 from nextbuy.models.blend import normalise_rows
 

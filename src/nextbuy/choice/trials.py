@@ -21,7 +21,7 @@ from nextbuy.choice.candidate import DEFAULT_WEIGHTS, Candidate
 from nextbuy.data.matrix import InteractionMatrix, RatingValues, from_frame
 from nextbuy.errors import NextbuyError
 from nextbuy.evaluation import metrics
-from nextbuy.evaluation.runner import EvaluationSetup, prepare, recommend_lists
+from nextbuy.evaluation.setup import EvaluationSetup, prepare, recommend_lists
 from nextbuy.models import Recommender, create_model
 
 K = 10

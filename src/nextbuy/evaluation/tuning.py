@@ -19,8 +19,8 @@ import pandas as pd
 
 from nextbuy.errors import ConfigError, NextbuyError
 from nextbuy.evaluation import metrics
-from nextbuy.evaluation.runner import (
-    RANKING_METRICS,
+from nextbuy.evaluation.runner import RANKING_METRICS
+from nextbuy.evaluation.setup import (
     EvaluationSetup,
     Protocol,
     fill_with_popular,

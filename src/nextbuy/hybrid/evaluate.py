@@ -29,7 +29,7 @@ from nextbuy.data.content import ContentFeatures, embeddings_available
 from nextbuy.data.matrix import from_frame
 from nextbuy.datasets import SyntheticShop
 from nextbuy.evaluation import metrics
-from nextbuy.evaluation.runner import EvaluationSetup, fill_with_popular, prepare
+from nextbuy.evaluation.setup import EvaluationSetup, fill_with_popular, prepare
 from nextbuy.evaluation.splits import Split, temporal_split
 from nextbuy.hybrid.config import HybridConfig, default_generators
 from nextbuy.hybrid.features import prepare_events
