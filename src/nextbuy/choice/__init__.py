@@ -9,9 +9,10 @@ choice.leaderboard()           # every trial, best first, on the protocol in for
 """
 
 from nextbuy.choice.candidate import Candidate
-from nextbuy.choice.search import Choice, choose, decide_protocol, holdout
+from nextbuy.choice.search import choose, decide_protocol, holdout
 from nextbuy.choice.shape import DataShape, measure_shape
 from nextbuy.choice.trials import Trial
+from nextbuy.choice.verdict import Choice
 
 __all__ = [
     "Candidate",
