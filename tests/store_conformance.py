@@ -2,12 +2,16 @@
 
 A backend's test module subclasses ``StoreConformance`` and defines ``make_store``; the
 suite runs unchanged against each (SQLite in test_store_conformance.py, a toy in-memory
-store in test_toy_store.py). It speaks only through the Store protocol: nothing here knows
-about SQL, files or drivers.
+store in test_toy_store.py). ``RecordsConformance`` does the same for the record tables kept
+beside the events (keys, erasures, served lists, experiments, allocations), through
+``open_records``. Both speak only through the protocols: nothing here knows about SQL,
+files or drivers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +19,17 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from nextbuy.errors import StoreError
 from nextbuy.store.base import INTERACTION_ARROW_SCHEMA, SERVING_ITEM_COLUMNS, Store
+from nextbuy.store.outcomes import OutcomeReader
+from nextbuy.store.records import (
+    AllocationTable,
+    ErasureTable,
+    ExperimentTable,
+    ExposureTable,
+    KeyRecord,
+    KeyTable,
+)
 
 
 def events(*rows: tuple, start_key: int = 1) -> pd.DataFrame:
@@ -200,3 +214,81 @@ class StoreConformance:
         assert log["import_id"].tolist() == [first, second]
         assert log["source"].tolist() == ["a.csv", "b.csv"]
         assert log["stored"].tolist() == [2, 2]
+
+
+@dataclass
+class Records:
+    """One backend's record tables, all on the same store."""
+
+    keys: Callable[[], KeyTable]  # each call opens the table anew (another process's view)
+    erasures: Callable[[], ErasureTable]
+    exposures: Callable[[], ExposureTable]
+    experiments: Callable[[], ExperimentTable]
+    allocations: Callable[[], AllocationTable]
+    outcomes: Callable[[], OutcomeReader]
+
+
+class RecordsConformance:
+    """Subclasses provide ``open_records(tmp_path)`` on a fresh, empty store."""
+
+    def open_records(self, tmp_path: Path) -> Records:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def records(self, tmp_path: Path) -> Records:
+        return self.open_records(tmp_path)
+
+    def test_keys_round_trip_oldest_first_and_go_by_id_or_name(self, records: Records) -> None:
+        keys = records.keys()
+        first = KeyRecord("a1", "storefront", ("read",), b"\x00salt", b"\x01digest", 1_000)
+        second = KeyRecord("b2", "importer", ("admin", "write"), b"salt2", b"digest2", 2_000)
+        keys.add(second)
+        keys.add(first)
+        assert records.keys().all() == [first, second]
+        assert keys.remove("importer") == 1 and keys.remove("a1") == 1
+        assert keys.remove("a1") == 0 and keys.all() == []
+
+    def test_erasures_keep_the_latest_time_per_user(self, records: Records) -> None:
+        erasures = records.erasures()
+        erasures.record("hash-1", 10)
+        erasures.record("hash-2", 20)
+        erasures.record("hash-1", 30)
+        assert records.erasures().all() == {"hash-1": 30, "hash-2": 20}
+
+    def test_experiments_insert_once_then_update_keeping_their_source(
+        self, records: Records
+    ) -> None:
+        table = records.experiments()
+        assert table.all() == []
+        table.put("later", '{"v": 1}', "api", insert=True, at_ms=2)
+        table.put("first", '{"v": 1}', "api", insert=True, at_ms=1)
+        with pytest.raises(StoreError):
+            table.put("first", '{"v": 2}', "api", insert=True, at_ms=3)
+        table.put("first", '{"v": 3}', "config", insert=False, at_ms=4)
+        expected = [("first", '{"v": 3}', "api"), ("later", '{"v": 1}', "api")]
+        assert records.experiments().all() == expected
+
+    def test_served_lists_are_written_all_or_none_and_once(self, records: Records) -> None:
+        table = records.exposures()
+        exposure = ("rec-1", "u1", None, "home", "recommend", "v0001", 1, None, 0, 1_000, 2)
+        items = [("rec-1", 1, "i1", 0.9, "u1"), ("rec-1", 2, "i2", 0.5, "u1")]
+        table.append([exposure], items, [])
+        table.append([exposure], items, [])  # a list written again counts once
+        good = ("rec-2", *exposure[1:])
+        with pytest.raises(StoreError):
+            table.append([good, ("rec-3", "u1")], [], [])  # a bad row: none of the batch is kept
+        table.close()
+        logged = records.outcomes().click_logs(None, None, None)
+        assert sorted(logged["recommendation_id"]) == ["rec-1", "rec-1"]
+        assert sorted(logged["item_id"]) == ["i1", "i2"]
+
+    def test_allocations_keep_each_experiments_history_in_time_order(
+        self, records: Records
+    ) -> None:
+        table = records.allocations()
+        table.add("banner", 2_000, {"a": 0.3, "b": 0.7}, {"a": 1}, {"a": 10})
+        table.add("banner", 1_000, {"a": 0.5, "b": 0.5}, {}, {})
+        table.add("other", 1_500, {"x": 1.0}, {}, {})
+        history = table.history("banner")
+        assert history == [(1_000, {"a": 0.5, "b": 0.5}), (2_000, {"a": 0.3, "b": 0.7})]
+        assert table.history("none") == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,14 +15,6 @@ import pytest
 
 from nextbuy.config import Settings
 from nextbuy.ingest import ImportOptions, import_file
-from nextbuy.store.records import (
-    KeyRecord,
-    open_allocation_table,
-    open_erasure_table,
-    open_experiment_table,
-    open_exposure_table,
-    open_key_table,
-)
 from nextbuy.store.sqlite import SQLiteStore
 
 
@@ -130,103 +121,3 @@ def test_interactions_stream_in_bounded_batches(
     later = sum(b.num_rows for b in store.interactions(since=since.to_pydatetime()))
     frame = pd.read_csv(tmp_path / "e.csv")
     assert later == int((frame["timestamp"] >= 1_705_000_000).sum())
-
-
-def test_delete_item_and_upsert(store: SQLiteStore) -> None:
-    store.upsert_items(pd.DataFrame([{"item_id": "a", "title": "A", "price": 3.0}]))
-    store.upsert_items(pd.DataFrame([{"item_id": "a", "title": "A2", "price": 4.0}]))
-    items = store.items()
-    assert len(items) == 1 and items.loc[0, "title"] == "A2"
-    assert store.delete_item("a")
-    assert not store.delete_item("a")
-
-
-# -- record tables: API keys and erasures --------------------------------------------------------
-def test_key_records_round_trip_oldest_first_and_go_by_id_or_name(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite"
-    keys = open_key_table(path)
-    first = KeyRecord("a1", "storefront", ("read",), b"\x00salt", b"\x01digest", 1_000)
-    second = KeyRecord("b2", "importer", ("admin", "write"), b"salt2", b"digest2", 2_000)
-    keys.add(second)
-    keys.add(first)
-    assert open_key_table(path).all() == [first, second]  # another process sees them
-    assert keys.remove("importer") == 1 and keys.remove("a1") == 1
-    assert keys.remove("a1") == 0 and keys.all() == []
-
-
-def test_erasure_records_keep_the_latest_time_per_user(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite"
-    erasures = open_erasure_table(path)
-    erasures.record("hash-1", 10)
-    erasures.record("hash-2", 20)
-    erasures.record("hash-1", 30)
-    assert open_erasure_table(path).all() == {"hash-1": 30, "hash-2": 20}
-
-
-def test_purchase_summary_counts_each_customers_purchases_of_an_item_and_the_last_time(
-    tmp_path: Path,
-) -> None:
-    store = SQLiteStore(tmp_path / "store.sqlite")
-    try:
-        store.append_events(
-            pd.DataFrame(
-                {
-                    "user_id": ["a", "a", "a", "b", None],
-                    "item_id": ["x", "x", "y", "x", "x"],
-                    "event_type": ["purchase", "purchase", "view", "purchase", "purchase"],
-                    "timestamp": [1_000, 3_000, 4_000, 2_000, 5_000],  # unix ms, as stored
-                }
-            )
-        )
-        summary = store.purchase_summary().set_index(["user_id", "item_id"])
-    finally:
-        store.close()
-    # views and guests' purchases are left out
-    assert summary.to_dict("index") == {
-        ("a", "x"): {"size": 2, "max": 3_000},
-        ("b", "x"): {"size": 1, "max": 2_000},
-    }
-
-
-def test_experiment_records_insert_once_then_update_keeping_their_source(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite"
-    assert open_experiment_table(path).all() == []  # no store yet: nothing stored
-    SQLiteStore(path).close()
-    table = open_experiment_table(path)
-    table.put("later", '{"v": 1}', "api", insert=True, at_ms=2)
-    table.put("first", '{"v": 1}', "api", insert=True, at_ms=1)
-    with pytest.raises(sqlite3.IntegrityError):
-        table.put("first", '{"v": 2}', "api", insert=True, at_ms=3)
-    table.put("first", '{"v": 3}', "config", insert=False, at_ms=4)
-    assert table.all() == [("first", '{"v": 3}', "api"), ("later", '{"v": 1}', "api")]
-
-
-def test_exposure_records_are_written_all_or_none_and_once(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite"
-    SQLiteStore(path).close()
-    table = open_exposure_table(path)
-    exposure = ("rec-1", "u1", None, "home", "recommend", "v0001", 1, None, 0, 1_000, 2)
-    items = [("rec-1", 1, "i1", 0.9, "u1"), ("rec-1", 2, "i2", 0.5, "u1")]
-    table.append([exposure], items, [])
-    table.append([exposure], items, [])  # a list written again counts once
-    good = ("rec-2", *exposure[1:])
-    with pytest.raises(sqlite3.Error):
-        table.append([good, ("rec-3", "u1")], [], [])  # a bad row: none of the batch is kept
-    table.close()
-    with sqlite3.connect(path) as conn:
-        counted = [
-            conn.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
-            for name in ("exposures", "exposure_items")
-        ]
-    assert counted == [1, 2]
-
-
-def test_allocation_records_keep_each_experiments_history_in_time_order(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite"
-    SQLiteStore(path).close()
-    table = open_allocation_table(path)
-    table.add("banner", 2_000, {"a": 0.3, "b": 0.7}, {"a": 1}, {"a": 10})
-    table.add("banner", 1_000, {"a": 0.5, "b": 0.5}, {}, {})
-    table.add("other", 1_500, {"x": 1.0}, {}, {})
-    assert table.history("banner") == [(1_000, {"a": 0.5, "b": 0.5}), (2_000, {"a": 0.3, "b": 0.7})]
-    assert table.history("none") == []

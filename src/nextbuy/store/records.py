@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from nextbuy.errors import StoreError
+
 KEYS_SQL = """
 CREATE TABLE IF NOT EXISTS serving_api_keys (
     key_id TEXT PRIMARY KEY,
@@ -74,7 +76,8 @@ class ExposureTable(Protocol):
         self, exposures: Sequence[tuple], items: Sequence[tuple], arms: Sequence[tuple]
     ) -> None:
         """Rows of served lists (`exposures`, `exposure_items`, `exposure_arms` columns in
-        order), written all or none; a row already kept is left as it is."""
+        order), written all or none (a StoreError, and nothing kept, when a row is bad); a
+        row already kept is left as it is."""
         ...
 
     def close(self) -> None: ...
@@ -86,8 +89,8 @@ class ExperimentTable(Protocol):
         ...
 
     def put(self, name: str, config: str, source: str, insert: bool, at_ms: int) -> None:
-        """Insert a new experiment (`insert`; a taken name fails), or insert-or-update its
-        configuration (the source of an existing row stays)."""
+        """Insert a new experiment (`insert`; a taken name raises StoreError), or
+        insert-or-update its configuration (the source of an existing row stays)."""
         ...
 
 
@@ -227,6 +230,9 @@ class _SQLiteExposureTable:
             conn.executemany(self.ITEM_SQL, items)
             if arms:
                 conn.executemany(self.ARM_SQL, arms)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: served lists not written ({exc})") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -269,8 +275,11 @@ class _SQLiteExperimentTable:
                 " ON CONFLICT(name) DO UPDATE "
                 "SET config = excluded.config, updated_at = excluded.updated_at"
             )
-        with self._connect() as conn:
-            conn.execute(sql, (name, config, source, at_ms, at_ms))
+        try:
+            with self._connect() as conn:
+                conn.execute(sql, (name, config, source, at_ms, at_ms))
+        except sqlite3.IntegrityError:
+            raise StoreError(f"experiment {name!r} is stored already") from None
 
 
 class _SQLiteAllocationTable:
