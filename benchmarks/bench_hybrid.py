@@ -32,6 +32,7 @@ from nextbuy.datasets import load_online_retail
 from nextbuy.evaluation.splits import temporal_split
 from nextbuy.hybrid import HybridRecommender
 from nextbuy.hybrid import evaluate as ev
+from nextbuy.hybrid import evaluate_cold as cold_ev
 
 WORK = Path(__file__).resolve().parent / ".work" / "hybrid"
 PARTS = ("tune", "discovery", "repeat", "cold", "report")
@@ -67,7 +68,9 @@ def part_protocol(protocol: str) -> None:
     result = ev.evaluate_protocol(split, items, protocol, choices, config, weights)  # type: ignore[arg-type]
     result.table.to_csv(WORK / f"table_{protocol}.csv", index=False)
     ev.exposure_frontier(result).to_csv(WORK / f"frontier_{protocol}.csv", index=False)
-    ev.cold_users(result, split, weights).to_csv(WORK / f"cold_users_{protocol}.csv", index=False)  # type: ignore[arg-type]
+    cold_ev.cold_users(result, split, weights).to_csv(
+        WORK / f"cold_users_{protocol}.csv", index=False
+    )  # type: ignore[arg-type]
     summary = {
         "exposure_penalty": gamma,
         "seconds": result.seconds,
@@ -108,12 +111,12 @@ def part_cold() -> None:
     result = ev.ProtocolResult(
         "discovery", pd.DataFrame(), _setup(split, weights), {}, None, hybrid
     )
-    ev.first_session(split, items, result, choices, weights).to_csv(  # type: ignore[arg-type]
+    cold_ev.first_session(split, items, result, choices, weights).to_csv(  # type: ignore[arg-type]
         WORK / "first_session.csv", index=False
     )
-    ev.cold_items(split, items, choices, weights).to_csv(WORK / "cold_items.csv", index=False)  # type: ignore[arg-type]
+    cold_ev.cold_items(split, items, choices, weights).to_csv(WORK / "cold_items.csv", index=False)  # type: ignore[arg-type]
     ev.onboarding().to_csv(WORK / "onboarding.csv", index=False)
-    ev.content_variants(split, items, choices, weights).to_csv(  # type: ignore[arg-type]
+    cold_ev.content_variants(split, items, choices, weights).to_csv(  # type: ignore[arg-type]
         WORK / "content_variants.csv", index=False
     )
 
