@@ -32,6 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_summary, markdown_table, write_section
+from nextbuy.experiments.click_reports import fit_position_bias
 from nextbuy.experiments.click_training import (
     ITEM_KEY,
     LIST_KEY,
@@ -43,7 +44,6 @@ from nextbuy.experiments.click_training import (
     train_click_ranker,
 )
 from nextbuy.experiments.position_bias import training_weights
-from nextbuy.experiments.reporting import fit_position_bias
 from nextbuy.hybrid.ranker import Ranker
 
 N_JOBS = 1  # OpenMP threads spin badly on a shared two-core machine

@@ -42,7 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_summary, markdown_table, write_section
 from nextbuy.experiments.attribution import attribute
-from nextbuy.experiments.reporting import click_logs, fit_position_bias
+from nextbuy.experiments.click_reports import click_logs, fit_position_bias
 from nextbuy.experiments.simulator import (
     Behaviour,
     ServerProcess,

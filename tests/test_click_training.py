@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from nextbuy.errors import DataError
+from nextbuy.experiments.click_reports import fit_position_bias
 from nextbuy.experiments.click_training import (
     ITEM_KEY,
     LIST_KEY,
@@ -21,7 +22,6 @@ from nextbuy.experiments.click_training import (
     train_click_ranker,
 )
 from nextbuy.experiments.position_bias import DEFAULT_MAX_WEIGHT
-from nextbuy.experiments.reporting import fit_position_bias
 from nextbuy.hybrid.ranker import Ranker
 
 FAST = {"learning_rate": 0.1, "n_estimators": 150}

@@ -21,9 +21,10 @@ from typer.testing import CliRunner
 
 from nextbuy.cli import app as cli_app
 from nextbuy.experiments.attribution import unit_outcomes
+from nextbuy.experiments.business import business_metrics
 from nextbuy.experiments.registry import ExperimentRegistry, parse_experiment
 from nextbuy.experiments.report import write_report
-from nextbuy.experiments.reporting import business_metrics, experiment_results
+from nextbuy.experiments.reporting import experiment_results
 from nextbuy.experiments.simulator import (
     Behaviour,
     ServerProcess,

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from nextbuy.experiments.business import business_metrics
 from nextbuy.experiments.registry import ExperimentRegistry
-from nextbuy.experiments.reporting import business_metrics, results_for
+from nextbuy.experiments.reporting import results_for
 
 if TYPE_CHECKING:
     from nextbuy.serving.state import ServingState

@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.errors import DataError
+from nextbuy.experiments.click_reports import click_logs, fit_position_bias
 from nextbuy.experiments.position_bias import (
     DEFAULT_MAX_WEIGHT,
     PositionBias,
     training_weights,
 )
-from nextbuy.experiments.reporting import click_logs, fit_position_bias
 from nextbuy.hybrid.ranker import Ranker, RankerFit
 
 LIST_KEY = "recommendation_id"
@@ -76,7 +76,7 @@ def click_examples(
     list_features: pd.DataFrame | None = None,
     max_weight: float = DEFAULT_MAX_WEIGHT,
 ) -> ClickExamples:
-    """Turn a click log (``reporting.click_logs``: recommendation_id, item_id, position,
+    """Turn a click log (``click_reports.click_logs``: recommendation_id, item_id, position,
     clicked) into ranker examples weighted by ``bias``.
 
     ``item_features`` is indexed by item id; ``list_features`` has recommendation_id,

@@ -1,8 +1,10 @@
-"""Experiment results and business metrics from the exposure log: the Python API behind the
-results route, ``nextbuy experiment report`` and the dashboard.
+"""Experiment results from the exposure log: the Python API behind the results route,
+``nextbuy experiment report`` and the dashboard (business metrics: ``experiments.business``;
+position bias: ``experiments.click_reports``).
 
 ```python
-from nextbuy.experiments.reporting import experiment_results, business_metrics
+from nextbuy.experiments.business import business_metrics
+from nextbuy.experiments.reporting import experiment_results
 results = experiment_results(settings.store_path, "home-ease-v2")
 results.analysis.wide()            # one row per variant: counts, metrics, CIs, lifts, p-values
 results.over_time                  # cumulative lift and its bands per look
@@ -24,18 +26,16 @@ import pandas as pd
 
 from nextbuy.config import Settings
 from nextbuy.config.experiments import ExperimentConfig
-from nextbuy.errors import DataError
 from nextbuy.experiments import stats
 from nextbuy.experiments.analysis import ExperimentAnalysis, analyse
 from nextbuy.experiments.attribution import HOUR_MS, Attribution, attribute
-from nextbuy.experiments.position_bias import (
-    PositionBias,
-    estimate_position_bias,
-    ips_ctr,
-    training_weights,
+from nextbuy.experiments.click_reports import (
+    click_logs,
+    debiased_ctr,
+    position_bias_of,
 )
 from nextbuy.experiments.registry import ExperimentRegistry
-from nextbuy.store.outcomes import SERVED_GROUPS, open_outcome_reader
+from nextbuy.store.outcomes import open_outcome_reader
 from nextbuy.store.records import open_allocation_table
 
 TREND_METRICS = ("ctr", "conversion", "revenue_per_visitor")
@@ -125,7 +125,7 @@ def experiment_results(
     notes: list[str] = []
     analysis = _analyse(experiment, units, notes) if len(units) else None
     logs = click_logs(store_path, experiment=name)
-    bias, theta = _position_bias(store_path, logs)
+    bias, theta = position_bias_of(store_path, logs)
     if analysis is None:
         notes.append("No list has been served under this experiment yet.")
     return ExperimentResults(
@@ -139,7 +139,7 @@ def experiment_results(
         segments=_segments(store_path, experiment, units, analysis),
         shadow=shadow_comparison(store_path, name, view_through_hours),
         position_bias=bias,
-        debiased_ctr=_debiased_ctr(logs, theta),
+        debiased_ctr=debiased_ctr(logs, theta),
         notes=notes,
         view_through_hours=view_through_hours,
     )
@@ -402,148 +402,6 @@ def _overlap(lists: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
     ]
     frame = lists.assign(overlap=shared, role="shadow")
     return frame.groupby(["role", "variant"])["overlap"].mean()
-
-
-# -- position bias --------------------------------------------------------------------------
-
-
-def click_logs(
-    store_path: Path,
-    since_ms: int | None = None,
-    experiment: str | None = None,
-    shuffled: bool | None = None,
-) -> pd.DataFrame:
-    """One row per shown item: recommendation_id, user_id, placement, variant (when an
-    experiment is named), shuffled (list served in random order), item_id, position,
-    clicked (a click on it was sent with the list's id). ``shuffled`` keeps only lists
-    served in random order (True) or in ranked order (False)."""
-    return open_outcome_reader(store_path).click_logs(since_ms, experiment, shuffled)
-
-
-def fit_position_bias(
-    logs: pd.DataFrame, source: str = "auto", max_position: int | None = None
-) -> tuple[PositionBias, str]:
-    """PBM fit on click logs, and which lists it used.
-
-    A personalised ranking puts what a user likes on top, and the PBM (attractiveness per
-    item, not per user) reads that as examination: only lists served in random order
-    (``shuffle`` variants) separate the two. ``source``: "shuffled", "all", or "auto"
-    (shuffled lists when there are any)."""
-    shuffled = logs[logs["shuffled"] == 1]
-    if source == "shuffled" or (source == "auto" and shuffled["clicked"].any()):
-        logs, source = shuffled, "shuffled"
-    else:
-        source = "all"
-    if logs.empty or not logs["clicked"].any():
-        raise DataError("no clicks with a recommendation_id logged yet: nothing to estimate from")
-    fitted = estimate_position_bias(logs, item=["placement", "item_id"], max_position=max_position)
-    return fitted, source
-
-
-def position_bias(
-    store_path: Path,
-    since_ms: int | None = None,
-    experiment: str | None = None,
-    max_position: int | None = None,
-    source: str = "auto",
-) -> PositionBias:
-    """Examination probability per position, relative to position 1, fitted by EM on the
-    click logs (position-based model, attractiveness per placement and item); see
-    ``fit_position_bias`` for ``source``."""
-    logs = click_logs(store_path, since_ms, experiment)
-    return fit_position_bias(logs, source, max_position)[0]
-
-
-def click_training_frame(
-    store_path: Path, bias: PositionBias | None = None, since_ms: int | None = None
-) -> pd.DataFrame:
-    """Click logs with an inverse-propensity ``weight`` per row, for training a ranker on
-    clicks without learning the position bias back (Joachims et al. 2017)."""
-    logs = click_logs(store_path, since_ms)
-    bias = bias or fit_position_bias(logs)[0]
-    weights = training_weights(logs["position"], logs["clicked"], bias.examination)
-    return logs.assign(weight=weights)
-
-
-def _position_bias(
-    store_path: Path, logs: pd.DataFrame
-) -> tuple[dict[str, Any] | None, np.ndarray | None]:
-    """The shop's position bias from every shuffled list when there are any (unconfounded),
-    else from this experiment's own ``logs`` (see ``fit_position_bias``)."""
-    try:
-        bias, source = fit_position_bias(click_logs(store_path, shuffled=True), "shuffled")
-    except (DataError, ValueError):
-        try:
-            bias, source = fit_position_bias(logs, "all")
-        except (DataError, ValueError):
-            return None, None
-    found = {
-        "examination": [float(v) for v in bias.examination],
-        "source": source,
-        "iterations": bias.iterations,
-        "converged": bias.converged,
-    }
-    return found, bias.examination
-
-
-def _debiased_ctr(logs: pd.DataFrame, theta: np.ndarray | None) -> pd.DataFrame:
-    """Item CTR per variant as logged and with clicks weighted by 1/θ(position)."""
-    if theta is None or logs.empty:
-        return pd.DataFrame()
-    rows = []
-    for variant, group in logs.groupby("variant"):
-        rows.append(
-            {
-                "variant": variant,
-                "item_impressions": len(group),
-                "item_ctr": float(group["clicked"].mean()),
-                "item_ctr_debiased": ips_ctr(group["clicked"], group["position"], theta),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-# -- business metrics -----------------------------------------------------------------------
-
-
-def business_metrics(
-    store_path: Path,
-    since: Any = None,
-    until: Any = None,
-    by: Sequence[str] = ("placement", "position"),
-) -> pd.DataFrame:
-    """Shown lists' item impressions and what followed directly (events sent with the
-    list's recommendation_id on one of its items), grouped ``by`` any of placement, route,
-    model_version, position, day, hour: impressions, lists, clicks, add_to_carts,
-    purchases, revenue, ctr, add_to_cart_rate, purchase_rate, revenue_per_impression.
-    ``since``/``until``: datetimes, ISO strings or unix milliseconds."""
-    unknown = [b for b in by if b not in SERVED_GROUPS]
-    if unknown:
-        choices = ", ".join(SERVED_GROUPS)
-        raise DataError(f"cannot group by {', '.join(unknown)}; choose from {choices}")
-    shown, outcomes = open_outcome_reader(store_path).served_performance(
-        by,
-        None if since is None else _millis(since),
-        None if until is None else _millis(until),
-    )
-    counts = ["clicks", "add_to_carts", "purchases", "revenue"]
-    frame = shown.merge(outcomes, on=list(by), how="left") if by else shown.join(outcomes)
-    frame[counts] = frame[counts].fillna(0.0).astype(np.float64)
-    impressions = frame["impressions"].replace(0, np.nan)
-    frame["ctr"] = frame["clicks"] / impressions
-    frame["add_to_cart_rate"] = frame["add_to_carts"] / impressions
-    frame["purchase_rate"] = frame["purchases"] / impressions
-    frame["revenue_per_impression"] = frame["revenue"] / impressions
-    return frame.sort_values(list(by)).reset_index(drop=True) if by else frame
-
-
-def _millis(value: Any) -> int:
-    if isinstance(value, int | float):
-        return int(value)
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return int(stamp.value // 1_000_000)
 
 
 # -- JSON ----------------------------------------------------------------------------------
