@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_summary, write_section
-from nextbuy.data.content import embeddings_available
+from nextbuy.data.embeddings import embeddings_available
 from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.datasets import load_online_retail
 from nextbuy.evaluation.splits import temporal_split

@@ -9,12 +9,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.data.content import (
-    ContentFeatures,
-    embeddings_available,
-    infer_category,
-    price_percentile,
-)
+from nextbuy.data.catalog_text import infer_category, price_percentile
+from nextbuy.data.content import ContentFeatures
+from nextbuy.data.embeddings import embeddings_available
 from nextbuy.data.matrix import from_frame
 from nextbuy.datasets import shared_data_dir
 from nextbuy.models import available_models, create_model

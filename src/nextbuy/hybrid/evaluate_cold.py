@@ -15,7 +15,8 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from nextbuy.data.content import ContentFeatures, embeddings_available
+from nextbuy.data.content import ContentFeatures
+from nextbuy.data.embeddings import embeddings_available
 from nextbuy.data.matrix import from_frame
 from nextbuy.evaluation import metrics
 from nextbuy.evaluation.setup import EvaluationSetup, prepare

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from nextbuy.data.content import ContentFeatures, catalog_frame
+from nextbuy.data.catalog_text import catalog_frame
+from nextbuy.data.content import ContentFeatures
 from nextbuy.data.matrix import _atomic_write_text
 from nextbuy.errors import DataError, NotFittedError, NotFoundError
 from nextbuy.hybrid.candidates import (

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from nextbuy.data.content import infer_category
+from nextbuy.data.catalog_text import infer_category
 from nextbuy.hybrid.explain import reasons
 from nextbuy.hybrid.online import FreshEvent, NewItems, OnlineScored
 from nextbuy.hybrid.request_reasons import (

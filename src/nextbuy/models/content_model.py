@@ -24,7 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.linear_model import Ridge
 
-from nextbuy.data.content import ContentFeatures, EmbeddingChoice, SentenceEncoder
+from nextbuy.data.content import ContentFeatures, EmbeddingChoice
+from nextbuy.data.embeddings import SentenceEncoder
 from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
 from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.models.base import Recommender, TopK, accumulate, entries, mask_empty

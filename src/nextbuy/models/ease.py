@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
-from nextbuy.data.content import catalog_frame
+from nextbuy.data.catalog_text import catalog_frame
 from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError
