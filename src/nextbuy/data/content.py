@@ -56,7 +56,7 @@ from nextbuy.data.embeddings import (
     SentenceEncoder,
     embeddings_available,
 )
-from nextbuy.data.matrix import _atomic_savez, _str_array, pack_csr, unpack_csr
+from nextbuy.data.files import atomic_savez, pack_csr, str_array, unpack_csr
 from nextbuy.data.schema import category_levels
 from nextbuy.errors import ConfigError, DataError, NotFoundError
 
@@ -279,15 +279,15 @@ class ContentFeatures:
         }
         arrays: dict[str, np.ndarray] = {
             "meta": np.asarray([json.dumps(meta)], dtype=str),
-            "item_ids": _str_array(self.item_ids),
+            "item_ids": str_array(self.item_ids),
             "price_level": self.price_level,
             "price": self.price,
-            "category": _str_array(self.category),
-            "brand": _str_array(self.brand),
-            "hashes": _str_array(self.hashes),
-            "vocabulary": _str_array(self.vocabulary),
+            "category": str_array(self.category),
+            "brand": str_array(self.brand),
+            "hashes": str_array(self.hashes),
+            "vocabulary": str_array(self.vocabulary),
             "idf": self.idf,
-            "tokens": _str_array(self.tokens),
+            "tokens": str_array(self.tokens),
             **pack_csr("text", self.text),
             **pack_csr("categorical", self.categorical),
         }
@@ -325,7 +325,7 @@ class ContentFeatures:
     def save(self, path: Path) -> None:
         """Write `path/content.npz` (no pickle), replacing it whole."""
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_savez(path / "content.npz", self.to_arrays())
+        atomic_savez(path / "content.npz", self.to_arrays())
 
     @classmethod
     def load(cls, path: Path) -> ContentFeatures:

@@ -13,7 +13,6 @@ seen and a basket × item matrix of orders (or sessions).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
+from nextbuy.data.files import atomic_savez, atomic_write_text, pack_csr, str_array, unpack_csr
 from nextbuy.data.schema import DEFAULT_EVENT_WEIGHTS
 from nextbuy.errors import DataError, NotFoundError
 
@@ -128,8 +128,8 @@ class InteractionMatrix:
         """Write a folder with matrix.json and arrays.npz (no pickle)."""
         path.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
-            "user_ids": _str_array(self.user_ids),
-            "item_ids": _str_array(self.item_ids),
+            "user_ids": str_array(self.user_ids),
+            "item_ids": str_array(self.item_ids),
         }
         for name in ("matrix", "counts", "item_daily", "baskets"):
             value = getattr(self, name)
@@ -147,8 +147,8 @@ class InteractionMatrix:
             "unknown_event_types": self.unknown_event_types,
             "ratings": self.ratings.to_json(),
         }
-        _atomic_savez(path / "arrays.npz", arrays)
-        _atomic_write_text(path / "matrix.json", json.dumps(meta, indent=2))
+        atomic_savez(path / "arrays.npz", arrays)
+        atomic_write_text(path / "matrix.json", json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> InteractionMatrix:
@@ -547,39 +547,3 @@ def _utc(moment: pd.Timestamp | None) -> pd.Timestamp | None:
         return None
     moment = pd.Timestamp(moment)
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-
-
-def _str_array(values: np.ndarray) -> np.ndarray:
-    return np.asarray([str(v) for v in values], dtype=str) if len(values) else np.zeros(0, "U1")
-
-
-def pack_csr(name: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
-    """A CSR matrix as plain arrays for an npz file."""
-    matrix = sp.csr_matrix(matrix)
-    return {
-        f"{name}.data": matrix.data,
-        f"{name}.indices": matrix.indices,
-        f"{name}.indptr": matrix.indptr,
-        f"{name}.shape": np.asarray(matrix.shape, np.int64),
-    }
-
-
-def unpack_csr(name: str, arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
-    """The inverse of `pack_csr`."""
-    shape = tuple(int(x) for x in arrays[f"{name}.shape"])
-    parts = (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"])
-    return sp.csr_matrix(parts, shape=shape)
-
-
-def _atomic_savez(path: Path, arrays: Mapping[str, Any]) -> None:
-    # Written beside and renamed, so an interrupted save leaves the old file whole.
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

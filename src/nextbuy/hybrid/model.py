@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.data.matrix import InteractionMatrix, _str_array
+from nextbuy.data.files import str_array
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.hybrid.config import HybridConfig
 from nextbuy.hybrid.objective import rank_groups
@@ -326,10 +327,10 @@ class HybridModel(Recommender):
     # -- persistence -----------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         return {
-            "list_users": _str_array(self.list_users),
+            "list_users": str_array(self.list_users),
             "list_items": self.list_items,
             "list_scores": self.list_scores,
-            "list_reasons": _str_array(self.list_reasons.ravel()).reshape(self.list_reasons.shape),
+            "list_reasons": str_array(self.list_reasons.ravel()).reshape(self.list_reasons.shape),
         }
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:

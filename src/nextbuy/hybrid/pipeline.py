@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from nextbuy.data.catalog_text import catalog_frame
 from nextbuy.data.content import ContentFeatures
-from nextbuy.data.matrix import _atomic_write_text
+from nextbuy.data.files import atomic_write_text
 from nextbuy.errors import DataError, NotFittedError, NotFoundError
 from nextbuy.hybrid.candidates import (
     CandidateSet,
@@ -387,7 +387,7 @@ class HybridRecommender:
             "cutoff": stage.cutoff.isoformat(),
             "fit_summary": self.fit_summary,
         }
-        _atomic_write_text(path / "hybrid.json", json.dumps(meta, indent=2, default=str))
+        atomic_write_text(path / "hybrid.json", json.dumps(meta, indent=2, default=str))
 
     @classmethod
     def load(cls, path: Path) -> HybridRecommender:

@@ -18,7 +18,7 @@ import lightgbm
 import numpy as np
 import pandas as pd
 
-from nextbuy.data.matrix import _atomic_write_text
+from nextbuy.data.files import atomic_write_text
 from nextbuy.errors import DataError, NotFittedError, NotFoundError
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -167,7 +167,7 @@ class Ranker:
         if self.booster is None:
             raise NotFittedError("the ranker is not trained; nothing to save")
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path / "ranker.txt", self.booster.model_to_string())
+        atomic_write_text(path / "ranker.txt", self.booster.model_to_string())
         meta = {
             "params": self.params,
             "features": self.features,
@@ -175,7 +175,7 @@ class Ranker:
             "best_iteration": self._best(),
             "report": None if self.report is None else self.report.__dict__,
         }
-        _atomic_write_text(path / "ranker.json", json.dumps(meta, indent=2))
+        atomic_write_text(path / "ranker.json", json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> Ranker:

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.data.matrix import InteractionMatrix, _atomic_savez, _atomic_write_text, _str_array
+from nextbuy.data.files import atomic_savez, atomic_write_text, str_array
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import DataError, NextbuyError, NotFittedError, NotFoundError
 from nextbuy.models.registry import model_class
 
@@ -214,11 +215,11 @@ class Recommender(ABC):
         if self.item_ids is None:
             raise NotFittedError(f"model {self.name!r} is not fitted; nothing to save")
         path.mkdir(parents=True, exist_ok=True)
-        arrays = {"item_ids": _str_array(self.item_ids), **self._state()}
+        arrays = {"item_ids": str_array(self.item_ids), **self._state()}
         meta = {"format": FORMAT_VERSION, "model": self.name, "params": self.params()}
         self._save_folder(path)
-        _atomic_savez(path / ARRAYS_FILE, arrays)
-        _atomic_write_text(path / PARAMS_FILE, json.dumps(meta, indent=2))
+        atomic_savez(path / ARRAYS_FILE, arrays)
+        atomic_write_text(path / PARAMS_FILE, json.dumps(meta, indent=2))
 
     def _save_folder(self, path: Path) -> None:  # noqa: B027 - most models need nothing more
         """Files beyond arrays.npz (a model made of other artifacts writes them here)."""

@@ -26,7 +26,8 @@ from sklearn.linear_model import Ridge
 
 from nextbuy.data.content import ContentFeatures, EmbeddingChoice
 from nextbuy.data.embeddings import SentenceEncoder
-from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
+from nextbuy.data.files import pack_csr, unpack_csr
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError, DataError, NotFittedError
 from nextbuy.models.base import Recommender, TopK, accumulate, entries, mask_empty
 from nextbuy.models.request_top import dense_best, nothing

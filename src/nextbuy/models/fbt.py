@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
+from nextbuy.data.files import pack_csr, unpack_csr
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError, DataError, NotFoundError
 from nextbuy.models.base import Recommender, sparse_pool_scores, sparse_scores
 

@@ -14,7 +14,8 @@ import pandas as pd
 import scipy.sparse as sp
 from implicit.nearest_neighbours import ItemItemRecommender, bm25_weight, tfidf_weight
 
-from nextbuy.data.matrix import InteractionMatrix, pack_csr, unpack_csr
+from nextbuy.data.files import pack_csr, unpack_csr
+from nextbuy.data.matrix import InteractionMatrix
 from nextbuy.errors import ConfigError
 from nextbuy.models.base import (
     Recommender,
