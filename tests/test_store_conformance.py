@@ -14,7 +14,12 @@ from nextbuy.store.records import (
     open_key_table,
 )
 from nextbuy.store.sqlite import SQLiteStore
-from store_conformance import Records, RecordsConformance, StoreConformance
+from store_conformance import (
+    OutcomesConformance,
+    Records,
+    RecordsConformance,
+    StoreConformance,
+)
 
 
 class TestSQLiteStore(StoreConformance):
@@ -22,16 +27,20 @@ class TestSQLiteStore(StoreConformance):
         return SQLiteStore(tmp_path / "store.sqlite")
 
 
-class TestSQLiteRecords(RecordsConformance):
-    def open_records(self, tmp_path: Path) -> Records:
-        path = tmp_path / "store.sqlite"
-        SQLiteStore(path).close()  # the store creates the tables
+def sqlite_records(tmp_path: Path) -> Records:
+    path = tmp_path / "store.sqlite"
+    SQLiteStore(path).close()  # the store creates the tables
+    return Records(
+        store=lambda: SQLiteStore(path),
+        keys=lambda: open_key_table(path),
+        erasures=lambda: open_erasure_table(path),
+        exposures=lambda: open_exposure_table(path),
+        experiments=lambda: open_experiment_table(path),
+        allocations=lambda: open_allocation_table(path),
+        outcomes=lambda: open_outcome_reader(path),
+    )
 
-        return Records(
-            keys=lambda: open_key_table(path),
-            erasures=lambda: open_erasure_table(path),
-            exposures=lambda: open_exposure_table(path),
-            experiments=lambda: open_experiment_table(path),
-            allocations=lambda: open_allocation_table(path),
-            outcomes=lambda: open_outcome_reader(path),
-        )
+
+class TestSQLiteRecords(RecordsConformance, OutcomesConformance):
+    def open_records(self, tmp_path: Path) -> Records:
+        return sqlite_records(tmp_path)
