@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nextbuy.store.dashboard_reads import open_dashboard_reads
 from nextbuy.store.outcomes import open_outcome_reader
 from nextbuy.store.records import (
     open_allocation_table,
@@ -15,6 +16,7 @@ from nextbuy.store.records import (
 )
 from nextbuy.store.sqlite import SQLiteStore
 from store_conformance import (
+    DashboardReadsConformance,
     OutcomesConformance,
     Records,
     RecordsConformance,
@@ -38,9 +40,10 @@ def sqlite_records(tmp_path: Path) -> Records:
         experiments=lambda: open_experiment_table(path),
         allocations=lambda: open_allocation_table(path),
         outcomes=lambda: open_outcome_reader(path),
+        dashboard=lambda: open_dashboard_reads(path),
     )
 
 
-class TestSQLiteRecords(RecordsConformance, OutcomesConformance):
+class TestSQLiteRecords(RecordsConformance, OutcomesConformance, DashboardReadsConformance):
     def open_records(self, tmp_path: Path) -> Records:
         return sqlite_records(tmp_path)
