@@ -199,7 +199,7 @@ class Generator(ABC):
     def generate(self, request: CandidateRequest) -> TopK:
         """The top `n` per row beyond what the user had (see `CandidateRequest`)."""
         assert self.model is not None
-        rows, had = self._rows(request), request.exclude
+        rows, had = self.rows(request), request.exclude
         if self.proposes_own_items or had is None:
             return self.model.recommend(rows, self.n)
         if not request.keep_seen:
@@ -208,8 +208,14 @@ class Generator(ABC):
         top = self.model.recommend(rows, self.n + widest)
         return keep_new(top, had_mask(top.items, had), self.n)
 
-    def _rows(self, request: CandidateRequest) -> sp.csr_matrix:
+    def rows(self, request: CandidateRequest) -> sp.csr_matrix:
+        """The history rows this generator reads of a request."""
         return request.histories
+
+    def content_model(self) -> ContentModel | None:
+        """The content model, for the generator that proposes by content (new items join
+        through it); None for the others."""
+        return None
 
     def save(self, path: Path) -> None:
         assert self.model is not None
@@ -248,7 +254,7 @@ class ModelGenerator(Generator):
 class RecentGenerator(ModelGenerator):
     """Item kNN from the last few items the user touched: the "because you bought" source."""
 
-    def _rows(self, request: CandidateRequest) -> sp.csr_matrix:
+    def rows(self, request: CandidateRequest) -> sp.csr_matrix:
         return request.recent
 
 
@@ -283,6 +289,9 @@ class ContentGenerator(Generator):
         if content is not None:
             model.use_features(content)
         self.model = model.fit(data, items)
+
+    def content_model(self) -> ContentModel | None:
+        return self.model if isinstance(self.model, ContentModel) else None
 
 
 class CategoryGenerator(Generator):

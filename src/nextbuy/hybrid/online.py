@@ -49,7 +49,6 @@ from nextbuy.hybrid.online_features import OnlineFeatures
 from nextbuy.hybrid.pipeline import HybridRecommender
 from nextbuy.hybrid.stage import EXPOSURE_SCALE
 from nextbuy.models.base import TopK
-from nextbuy.models.content_model import ContentModel
 
 
 class OnlineRanker:
@@ -228,7 +227,7 @@ class OnlineRanker:
     ) -> TopK:
         """What `Generator.generate` gives for this one row, by the request shortcuts."""
         assert generator.model is not None
-        rows, n = generator._rows(request), generator.n
+        rows, n = generator.rows(request), generator.n
         if generator.proposes_own_items or had is None:
             return generator.model.request_top(rows, n, None)
         if not request.keep_seen:
@@ -345,13 +344,14 @@ class OnlineRanker:
         width = len(cands.generators)
         scores = np.full((len(new), width), np.nan, np.float32)
         ranks = np.full((len(new), width), MISSING_RANK, np.float32)
-        content = next((g for g in self.stage.generators if g.name == "content"), None)
-        if content is not None and isinstance(content.model, ContentModel):
-            rows = content._rows(requests[content.half_life_days])
+        content = next((g for g in self.stage.generators if g.content_model() is not None), None)
+        model = None if content is None else content.content_model()
+        if content is not None and model is not None:
+            rows = content.rows(requests[content.half_life_days])
             if rows.nnz:
-                profile = content.model.profiles(rows)
+                profile = model.profiles(rows)
                 mine = np.asarray((profile @ new.vectors.T).todense(), np.float32).ravel()
-                g = cands.generators.index("content")
+                g = cands.generators.index(content.name)
                 theirs = cands.scores[:, g]
                 rank = 1.0 + (theirs[~np.isnan(theirs)][None, :] > mine[:, None]).sum(axis=1)
                 proposed = (rank <= content.n) & (mine > 0)

@@ -247,8 +247,9 @@ class HybridRequests:
     def _content_model(self) -> ContentModel | None:
         stage = self.model.hybrid.stage if self.model.hybrid is not None else None
         for generator in getattr(stage, "generators", []):
-            if generator.name == "content" and isinstance(generator.model, ContentModel):
-                return generator.model
+            found = generator.content_model()
+            if found is not None:
+                return found
         return None
 
     def similar_with_new(
