@@ -29,7 +29,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import PORT, WORK, build_project, keep_trained_store, open_loop
+from bench_serving import (
+    PORT,
+    WORK,
+    build_project,
+    keep_trained_store,
+    open_loop,
+    start_server,
+)
 from common import machine_summary, write_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,30 +56,6 @@ def worktree(rev: str) -> Path:
             ["git", "worktree", "add", "--detach", str(tree), wanted], cwd=REPO, check=True
         )
     return tree / "src"
-
-
-def start(sources: Path) -> subprocess.Popen[bytes]:
-    """`nextbuy serve` from `sources` on core 0; returns once /readyz answers."""
-    env = {**os.environ, "PYTHONPATH": str(sources)}
-    command = ["taskset", "-c", "0", sys.executable, "-m", "nextbuy.cli", "serve"]
-    server = subprocess.Popen(
-        [*command, "--port", str(PORT)],
-        cwd=WORK,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(server.pid, signal.SIGKILL)
-    raise SystemExit(f"the server from {sources} did not become ready")
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
@@ -102,7 +85,7 @@ def send_events(users: list[str], items: list[str]) -> None:
 
 def one_turn(sources: Path, args: argparse.Namespace, users: list[str], items: list[str]) -> dict:
     keep_trained_store(WORK)
-    server = start(sources)
+    server = start_server(WORK, sources, timeout=600)
     try:
         asyncio.run(open_loop(args.rate, 3, users))  # warm-up, not counted
         cold, errors = asyncio.run(open_loop(args.rate, args.seconds, users))

@@ -95,7 +95,11 @@ def keep_trained_store(work: Path) -> None:
     shutil.copyfile(pristine, store)
 
 
-def start_server(work: Path = WORK) -> subprocess.Popen[bytes]:
+def start_server(
+    work: Path = WORK, sources: Path | None = None, timeout: float = 300
+) -> subprocess.Popen[bytes]:
+    """`nextbuy serve` on core 0 (from `sources` when given, else the installed package);
+    returns once /readyz answers."""
     command = [
         "taskset",
         "-c",
@@ -107,14 +111,16 @@ def start_server(work: Path = WORK) -> subprocess.Popen[bytes]:
         "--port",
         str(PORT),
     ]
+    env = {**os.environ, "PYTHONPATH": str(sources)} if sources is not None else None
     server = subprocess.Popen(
         command,
         cwd=work,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=2) as answer:

@@ -161,12 +161,15 @@ class Recommender(ABC):
             scores[0, blocked] = -np.inf
         return top_k(scores, n)
 
-    def _prepared(self, key: str, make: Callable[[], Any]) -> Any:
-        """What requests reuse (an order, a Gram matrix), made once per fitted state."""
+    def _prepared(self, key: str, make: Callable[[], Any], made_from: object = None) -> Any:
+        """What requests reuse (an order, a Gram matrix), made once per fitted state: `fit`
+        clears it, and an entry made from another `made_from` object (factors a copy of the
+        model replaced) is made again."""
         cache = self.__dict__.setdefault("_request_cache", {})
-        if key not in cache:
-            cache[key] = make()
-        return cache[key]
+        found = cache.get(key)
+        if found is None or found[0] is not made_from:
+            found = cache[key] = (made_from, make())
+        return found[1]
 
     def similar_to(self, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n items most like `item`: model indices and scores, best first."""

@@ -281,6 +281,7 @@ def extend_factors(model: Recommender, mapping: FactorMapping, vectors: sp.csr_m
         raise ConfigError(f"model {model.name!r} has no item factors to extend")
     new = ~trained & (np.diff(sp.csr_matrix(vectors).indptr) > 0)
     extended = copy.copy(model)
+    extended.__dict__.pop("_request_cache", None)  # the copy's factors differ: its own cache
     predicted = mapping.predict(vectors[np.flatnonzero(new)])
     if model.name == "bpr":  # implicit keeps the item bias as BPR's last factor column
         predicted[:, -1] = np.minimum(predicted[:, -1], np.median(factors[trained, -1]))

@@ -157,11 +157,7 @@ class EASE(Recommender):
     @property
     def row_positions(self) -> np.ndarray:
         """`positions()` computed once per fitted state (requests look it up every time)."""
-        cached = self.__dict__.get("_row_positions")
-        if cached is None or cached[0] is not self.kept:
-            cached = (self.kept, self.positions())
-            self._row_positions = cached
-        return cached[1]
+        return self._prepared("row-positions", self.positions, made_from=self.kept)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"kept": self.kept, "weights": self.weights}

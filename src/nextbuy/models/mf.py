@@ -153,12 +153,12 @@ class _FactorModel(Recommender):
     def _least_squares_one(
         self, cols: np.ndarray, vals: np.ndarray, regularization: float, alpha: float
     ) -> np.ndarray:
-        grams = self.__dict__.setdefault("_grams", {})
-        key = (id(self.item_factors), regularization)
-        if key not in grams:
-            grams.clear()
-            grams[key] = implicit_gram(self._embeddings(), regularization)
-        return implicit_fold_in(self._embeddings(), grams[key], cols, vals, alpha)
+        gram = self._prepared(
+            f"gram:{regularization}",
+            lambda: implicit_gram(self._embeddings(), regularization),
+            made_from=self.item_factors,
+        )
+        return implicit_fold_in(self._embeddings(), gram, cols, vals, alpha)
 
     def item_vectors(self) -> np.ndarray:
         return self.item_factors
@@ -204,14 +204,12 @@ class _FactorModel(Recommender):
     def unit_item_factors(self) -> np.ndarray:
         """Item factors scaled to length 1, computed once per fitted state (requests compare
         them)."""
-        cached = self.__dict__.get("_unit_factors")
-        if cached is None or cached[0] is not self.item_factors:
-            emb = self._embeddings()
-            norms = np.linalg.norm(emb, axis=1)
-            unit = (emb / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
-            cached = (self.item_factors, unit)
-            self._unit_factors = cached
-        return cached[1]
+        return self._prepared("unit-factors", self._unit_factors, made_from=self.item_factors)
+
+    def _unit_factors(self) -> np.ndarray:
+        emb = self._embeddings()
+        norms = np.linalg.norm(emb, axis=1)
+        return (emb / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.item_factors, "trained": self.trained}
@@ -276,7 +274,9 @@ class ALSModel(_FactorModel):
             return nothing(n)
         if blocked is None:
             blocked = np.zeros(self.n_items, bool)
-        prepared = self._prepared(f"norm-order:{id(self.item_factors)}", lambda: NormOrder(self))
+        prepared = self._prepared(
+            "norm-order", lambda: NormOrder(self), made_from=self.item_factors
+        )
         user = prepared.fold_in(self, row)
         reach = float(np.linalg.norm(user)) * (1.0 + NORM_BOUND_MARGIN)
         total = len(prepared.order)
